@@ -1,0 +1,1 @@
+"""Handwritten-digit recognition service: FastAPI over the versioned model store."""

@@ -1,0 +1,79 @@
+"""The service's error hierarchy and the one handler that turns it into ``{"detail": ...}`` responses.
+
+Each class carries its HTTP status and a fixed, user-facing message that says what to do; raw exception text,
+paths and stack traces never reach a client.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+class ServiceError(Exception):
+    """Base class: ``status_code`` and a default ``detail``; a more specific detail may be passed."""
+
+    status_code: ClassVar[int] = 500
+    default_detail: ClassVar[str] = "Internal error. Please retry later."
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class InvalidImageError(ServiceError):
+    status_code = 400
+    default_detail = "The file could not be decoded as an image. Upload a valid PNG, JPEG, BMP, GIF, WEBP or TIFF."
+
+
+class ImageTooLargeError(ServiceError):
+    status_code = 413
+    default_detail = "The image is too large. Upload a smaller file or a lower-resolution image."
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    default_detail = "The file is not a supported image type. Upload a PNG, JPEG, BMP, GIF, WEBP or TIFF."
+
+
+class NoDigitFoundError(ServiceError):
+    status_code = 422
+    default_detail = "No digit found in the image. Upload an image with one clearly visible handwritten digit."
+
+
+class UnknownModelError(ServiceError):
+    status_code = 422
+    default_detail = "Unknown model name. GET /models lists the models that are loaded."
+
+
+class ModelNotFoundHTTPError(ServiceError):
+    status_code = 404
+    default_detail = "No such model is loaded. GET /models lists the models that are loaded."
+
+
+class ServiceUnavailableError(ServiceError):
+    """Transient: the client should retry after ``Retry-After`` seconds."""
+
+    status_code = 503
+    default_detail = "The service is not ready. Retry in a moment."
+    headers = {"Retry-After": "1"}
+
+
+class QueueFullError(ServiceUnavailableError):
+    default_detail = "The service is overloaded. Retry after the number of seconds in the Retry-After header."
+
+
+class InferenceFailedError(ServiceUnavailableError):
+    default_detail = "Inference failed for this batch. Retry the request."
+
+
+async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
+    error = exc if isinstance(exc, ServiceError) else ServiceError()
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)
+
+
+def install_error_handler(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _handle_service_error)

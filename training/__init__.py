@@ -1,0 +1,1 @@
+"""Offline training of the MNIST classifiers and publication into the model store."""
