@@ -6,11 +6,13 @@ import os
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 _IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+def pytest_runtest_makereport() -> object:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if _IN_CI and report.skipped and not hasattr(report, "wasxfail"):

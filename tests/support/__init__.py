@@ -1,0 +1,1 @@
+"""Test utilities shared across packages: real servers on loopback ports."""
