@@ -1,5 +1,5 @@
 # Entry points. Each target creates and uses the local virtual environment in .venv.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -44,6 +45,16 @@ class NoDigitFoundError(ServiceError):
     default_detail = "No digit found in the image. Upload an image with one clearly visible handwritten digit."
 
 
+class MissingFileError(ServiceError):
+    status_code = 422
+    default_detail = "No image file in the request. Send the image as the multipart/form-data field 'file'."
+
+
+class InvalidRequestError(ServiceError):
+    status_code = 422
+    default_detail = "The request is invalid. See /docs for the parameters of this endpoint."
+
+
 class UnknownModelError(ServiceError):
     status_code = 422
     default_detail = "Unknown model name. GET /models lists the models that are loaded."
@@ -52,6 +63,13 @@ class UnknownModelError(ServiceError):
 class ModelNotFoundHTTPError(ServiceError):
     status_code = 404
     default_detail = "No such model is loaded. GET /models lists the models that are loaded."
+
+
+class ClientClosedRequestError(ServiceError):
+    """The client went away mid-upload; nobody reads the answer, its status is for the log and metrics."""
+
+    status_code = 499
+    default_detail = "The client closed the connection before the upload was complete."
 
 
 class ServiceUnavailableError(ServiceError):
@@ -75,5 +93,16 @@ async def _handle_service_error(_request: Request, exc: Exception) -> JSONRespon
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)
 
 
+async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # Name the offending parameter (from the endpoint's own declaration, never the client's input).
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    location: tuple[object, ...] = tuple(errors[0].get("loc", ())) if errors else ()
+    if len(location) >= 2:
+        detail = f"Invalid {location[0]} parameter '{location[-1]}'. {InvalidRequestError.default_detail}"
+        return await _handle_service_error(request, InvalidRequestError(detail))
+    return await _handle_service_error(request, InvalidRequestError())
+
+
 def install_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle_service_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)

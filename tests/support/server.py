@@ -51,14 +51,16 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_server(env: Mapping[str, str], log_path: Path, port: int | None = None) -> RunningServer:
-    """Start the service with ``DIGITS_*`` settings from ``env`` and block until ``/health/ready`` answers 200."""
+def start_server(
+    env: Mapping[str, str], log_path: Path, port: int | None = None, module: str = "service"
+) -> RunningServer:
+    """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``/health/ready`` is 200."""
     port = port or free_port()
     full_env = {**os.environ, "DIGITS_HOST": "127.0.0.1", "DIGITS_PORT": str(port), **env}
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
     server = RunningServer(process=process, port=port, log_path=log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

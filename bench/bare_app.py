@@ -1,0 +1,43 @@
+"""The ceiling of the HTTP stack: the service's own upload reading and image decoding, and no model.
+
+Served by the same uvicorn options as the service (``service.__main__.serve``), so the benchmark's ratio
+"service / bare endpoint" measures what batching, preprocessing and inference cost on top of HTTP.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.config import get_settings
+from service.preprocessing import DecodeLimits, decode_image
+from service.uploads import read_upload
+
+
+def _decode(data: bytes, limits: DecodeLimits) -> tuple[int, int]:
+    image = decode_image(data, limits)
+    image.load()
+    return image.size
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    limits = DecodeLimits(max_image_pixels=settings.max_image_pixels)
+    app = FastAPI(title="bare endpoint")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, int]:
+        width, height = await run_in_threadpool(_decode, await read_upload(request, settings.max_upload_bytes), limits)
+        return {"width": width, "height": height}
+
+    @app.get("/health/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    return app
+
+
+if __name__ == "__main__":
+    from service.__main__ import serve
+
+    serve("bench.bare_app:create_app")

@@ -1,0 +1,169 @@
+"""Throughput and latency of the running service: batching on, batching off, and the bare HTTP stack, in one run.
+
+Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
+uploads of two images: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing. Results go to
+``bench/results/bench.json`` and ``bench/results/bench.md``. Run with ``make bench`` (needs Debian's ``wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tests.support.server import REPO_ROOT, start_server
+from training.data import default_data_dir, load_mnist
+
+logger = logging.getLogger("bench")
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+LUA_SCRIPT = REPO_ROOT / "bench" / "multipart.lua"
+BOUNDARY = "digitsbenchboundary"
+# The canvas of the web page: 280x280, i.e. MNIST's 28x28 scaled 10x, black ink on a transparent background.
+CANVAS_SCALE = 10
+CONCURRENCIES = (1, 8, 64)
+# Same number of server processes for every configuration, so the ratios compare stacks, not process counts.
+CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
+    "batching": ("service", {}),
+    "no batching": ("service", {"DIGITS_MAX_BATCH_SIZE": "1"}),
+    "bare endpoint": ("bench.bare_app", {}),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    config: str
+    image: str
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bench_images() -> dict[str, bytes]:
+    """The two uploads: MNIST test digit 0 as a PNG, and the same digit drawn as a 280x280 RGBA canvas."""
+    images, _labels = load_mnist(default_data_dir(), "test")
+    digit = images[0].numpy()
+    ink = Image.fromarray(digit).resize((28 * CANVAS_SCALE,) * 2, Image.Resampling.BILINEAR)
+    canvas = Image.new("RGBA", ink.size, (0, 0, 0, 0))
+    canvas.putalpha(ink)
+    return {"28x28 digit": _png(Image.fromarray(digit)), "280x280 canvas": _png(canvas)}
+
+
+def _multipart(data: bytes) -> bytes:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: float) -> dict[str, int]:
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_BOUNDARY": BOUNDARY}
+    command = ["wrk", f"-c{concurrency}", f"-t{min(2, concurrency)}", f"-d{duration_s}s", "--timeout", "10s"]
+    output = subprocess.run(
+        [*command, "-s", str(LUA_SCRIPT), url], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"^BENCH_JSON (.*)$", output, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{output}")
+    summary: dict[str, int] = json.loads(match.group(1))
+    return summary
+
+
+def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: float) -> Result:
+    run_wrk(url, body_file, concurrency, min(2.0, duration_s))  # warm-up: connections, caches, allocator
+    raw = run_wrk(url, body_file, concurrency, duration_s)
+    errors = sum(raw[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
+    return Result(
+        config=config,
+        image=image,
+        concurrency=concurrency,
+        requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1e3,
+        p99_ms=raw["p99_us"] / 1e3,
+        errors=errors,
+    )
+
+
+def markdown_table(results: list[Result]) -> str:
+    by_key = {(r.config, r.image, r.concurrency): r for r in results}
+    lines = [
+        "| image | clients | batching req/s (p50 / p99 ms) | no batching req/s (p50 / p99 ms) "
+        "| bare endpoint req/s | batching / no batching | batching / bare |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for image in dict.fromkeys(r.image for r in results):
+        for c in CONCURRENCIES:
+            on, off, bare = (by_key[(k, image, c)] for k in CONFIGS)
+            lines.append(
+                f"| {image} | {c} | {on.requests_per_s:,.0f} ({on.p50_ms:.1f} / {on.p99_ms:.1f}) "
+                f"| {off.requests_per_s:,.0f} ({off.p50_ms:.1f} / {off.p99_ms:.1f}) | {bare.requests_per_s:,.0f} "
+                f"| {on.requests_per_s / off.requests_per_s:.2f}x | {on.requests_per_s / bare.requests_per_s:.0%} |"
+            )
+    errors = sum(r.errors for r in results)
+    lines.append("")
+    lines.append(f"Errors (non-2xx or socket) over all runs: {errors}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per cell (after warm-up)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images = bench_images()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies: dict[str, Path] = {}
+        for name, data in images.items():
+            bodies[name] = Path(tmp) / f"{len(bodies)}.body"
+            bodies[name].write_bytes(_multipart(data))
+        for config, (module, env) in CONFIGS.items():
+            server = start_server(env, Path(tmp) / "server.log", module=module)
+            try:
+                for image, body_file in bodies.items():
+                    for concurrency in CONCURRENCIES:
+                        url = f"{server.url}/predict"
+                        results.append(measure(config, url, image, body_file, concurrency, args.duration_s))
+                        logger.info("%s", results[-1])
+            finally:
+                server.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (args.out / "bench.json").write_text(
+        json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+    )
+    (args.out / "bench.md").write_text(markdown_table(results) + "\n")
+    logger.info("\n%s", markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()

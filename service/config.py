@@ -1,0 +1,104 @@
+"""The service's settings: one typed class read from ``DIGITS_*`` environment variables, units in the names."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The repository's store, found from this file so the service works from any working directory.
+DEFAULT_MODEL_STORE_DIR = Path(__file__).resolve().parent.parent / "model_store"
+
+
+def _split_list(value: object) -> object:
+    """``"a, b"`` or a JSON list to a list of stripped, non-empty strings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _parse_versions(value: object) -> object:
+    """``'{"cnn": 2}'`` (JSON) or ``"mlp=1,cnn=2"`` to ``{"mlp": 1, "cnn": 2}``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    pins: dict[str, Any] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, version = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected name=version, got {item.strip()!r}")
+        pins[name.strip()] = version.strip()
+    return pins
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each field is the environment variable ``DIGITS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DIGITS_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    workers: int = Field(default=1, gt=0, description="uvicorn worker processes, each with its own models")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Off: the proxy in front (deploy/nginx) writes the access log and /metrics counts requests, so a second
+    # line per request would only cost event-loop time.
+    access_log: bool = False
+    # h11 kept overload tails short where httptools let them grow to seconds; httptools is not a dependency.
+    http_implementation: Literal["h11", "httptools"] = "h11"
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="grace period for accepted requests")
+
+    model_store_dir: Path = DEFAULT_MODEL_STORE_DIR
+    # Empty means every model in the store (including models published later, on reload).
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    model_versions: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    reload_interval_s: float = Field(default=0.0, ge=0, description="store polling period; 0 turns polling off")
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # One intra-op thread: the event loop and the decoders need the other cores; batching supplies the throughput.
+    torch_threads: int = Field(default=1, gt=0)
+    autocast_fp16: bool = Field(default=False, description="float16 autocast on CUDA (ignored on CPU)")
+    # 32 is where the per-image CPU cost of the three models bottoms out; larger batches only add latency.
+    max_batch_size: int = Field(default=32, gt=0)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    queue_max_size: int = Field(default=128, gt=0)
+    preprocess_threads: int = Field(default=2, gt=0)
+
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Refuses decompression bombs; still admits a 48-megapixel phone photo.
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("models", "cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("model_versions", mode="before")
+    @classmethod
+    def _version_pins(cls, value: object) -> object:
+        return _parse_versions(value)
+
+    @field_validator("model_versions")
+    @classmethod
+    def _positive_versions(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, version in value.items():
+            if version <= 0:
+                raise ValueError(f"version of {name!r} must be a positive integer")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings from the environment, read once per process."""
+    return Settings()

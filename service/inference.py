@@ -1,0 +1,158 @@
+"""One batch of prepared digits through the models: stack, copy to the device, forward, calibrate, ensemble.
+
+:class:`BatchPredictor` is the batch function the micro-batcher calls in its inference thread. Each model runs
+once per batch, on exactly the rows whose request selected it, so requests asking for different subsets still
+share one batch and no forward pass is wasted. Requests are grouped by the model snapshot they started with, so
+a batch that straddles a hot reload answers each request with the versions it began on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from service.registry import ModelSet
+from service.telemetry import Telemetry
+
+
+@dataclass(frozen=True)
+class DigitRequest:
+    """One request's work: the ``(1, 28, 28)`` image, the snapshot it started with and the models it chose."""
+
+    image: torch.Tensor
+    models: ModelSet
+    selected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClassProbabilities:
+    label: int
+    confidence: float
+    probabilities: list[float]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    name: str
+    version: int
+    result: ClassProbabilities
+
+
+@dataclass(frozen=True)
+class DigitPrediction:
+    """Per-model results in the order the request selected them, their ensemble, and the batch's size."""
+
+    outputs: list[ModelOutput]
+    ensemble: ClassProbabilities
+    batch_size: int
+
+
+def _class_probabilities(probs: torch.Tensor) -> list[ClassProbabilities]:
+    """``(N, C)`` probabilities to one :class:`ClassProbabilities` per row (one bulk ``tolist`` each)."""
+    confidence, label = probs.max(dim=1)
+    return [
+        ClassProbabilities(label=lab, confidence=conf, probabilities=row)
+        for lab, conf, row in zip(label.tolist(), confidence.tolist(), probs.tolist(), strict=True)
+    ]
+
+
+def _rows(values: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """``values[rows]``, without the copy in the usual case of every row in order."""
+    return values if rows == list(range(values.shape[0])) else values[rows]
+
+
+class BatchPredictor:
+    """Callable batch function: ``list[DigitRequest]`` to ``list[DigitPrediction]`` in the same order."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        max_batch_size: int,
+        autocast_fp16: bool = False,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.device = device
+        self._max_batch_size = max_batch_size
+        self._autocast = autocast_fp16 and device.type == "cuda"
+        self._telemetry = telemetry
+        # Page-locked staging buffer for host-to-GPU copies, allocated on first use in the inference thread.
+        self._staging: torch.Tensor | None = None
+
+    def __call__(self, requests: Sequence[DigitRequest]) -> list[DigitPrediction]:
+        if self._telemetry is not None:
+            self._telemetry.batch_size.observe(len(requests))
+        results: dict[int, DigitPrediction] = {}
+        groups: dict[int, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(id(request.models), []).append(index)
+        with torch.inference_mode():
+            for indices in groups.values():
+                group = [requests[i] for i in indices]
+                for index, prediction in zip(indices, self._predict_group(group, len(requests)), strict=True):
+                    results[index] = prediction
+        return [results[index] for index in range(len(requests))]
+
+    def _to_device(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.stack(list(images))  # (N, 1, 28, 28)
+        if self._staging is None:
+            shape = (self._max_batch_size, *images[0].shape)
+            self._staging = torch.empty(shape, dtype=torch.float32, pin_memory=True)
+        staging = self._staging[: len(images)]
+        torch.stack(list(images), out=staging)
+        # Safe to reuse the buffer next batch: this batch's results are copied back synchronously first.
+        return staging.to(self.device, non_blocking=True)
+
+    def _log_probs(self, model_name: str, models: ModelSet, batch: torch.Tensor) -> torch.Tensor:
+        loaded = models[model_name]
+        started = time.perf_counter()
+        precision = torch.autocast("cuda", dtype=torch.float16) if self._autocast else contextlib.nullcontext()
+        with precision:
+            logits = loaded.module(batch)  # (N, 10)
+        log_probs = calibrated_log_probs(logits, loaded.manifest.temperature).cpu()
+        if self._telemetry is not None:
+            self._telemetry.inference_seconds.labels(model_name).observe(time.perf_counter() - started)
+        return log_probs
+
+    def _predict_group(self, group: Sequence[DigitRequest], batch_size: int) -> list[DigitPrediction]:
+        models = group[0].models
+        batch = self._to_device([request.image for request in group])
+        # Per model: its (rows, C) log-probabilities and, for each request index, its row in them.
+        log_probs: dict[str, torch.Tensor] = {}
+        row_of: dict[str, dict[int, int]] = {}
+        for name in models.names():
+            rows = [i for i, request in enumerate(group) if name in request.selected]
+            if not rows:
+                continue
+            inputs = batch if len(rows) == len(group) else batch[torch.tensor(rows, device=batch.device)]
+            log_probs[name] = self._log_probs(name, models, inputs)
+            row_of[name] = {request_index: row for row, request_index in enumerate(rows)}
+        per_model = {name: _class_probabilities(lp.exp()) for name, lp in log_probs.items()}
+
+        ensembles: dict[int, ClassProbabilities] = {}
+        by_selection: dict[tuple[str, ...], list[int]] = {}
+        for i, request in enumerate(group):
+            by_selection.setdefault(request.selected, []).append(i)
+        for selected, members in by_selection.items():
+            member_log_probs = [_rows(log_probs[name], [row_of[name][i] for i in members]) for name in selected]
+            weights = [models[name].manifest.ensemble_weight for name in selected]
+            combined = _class_probabilities(ensemble_probs(member_log_probs, weights))
+            ensembles.update(zip(members, combined, strict=True))
+
+        return [
+            DigitPrediction(
+                outputs=[
+                    ModelOutput(name, models[name].version, per_model[name][row_of[name][i]])
+                    for name in request.selected
+                ],
+                ensemble=ensembles[i],
+                batch_size=batch_size,
+            )
+            for i, request in enumerate(group)
+        ]

@@ -1,0 +1,441 @@
+"""Turns an uploaded file into the ``(1, 28, 28)`` tensor the models expect, the way MNIST itself was made.
+
+:func:`decode_image` owns the untrusted bytes (type sniffing, pixel limit, first frame, EXIF orientation) and maps
+every decoder failure to a :class:`ServiceError`; the named steps after it are pure and each is tested on its own.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import (
+    BmpImagePlugin,
+    ExifTags,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageFilter,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
+
+from modelstore.store import IMAGE_SIZE
+from service.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    NoDigitFoundError,
+    UnsupportedMediaTypeError,
+)
+
+logger = logging.getLogger(__name__)
+
+# MNIST (LeCun, Cortes, Burges): each digit was size-normalised to fit a 20x20 box preserving its aspect ratio,
+# which anti-aliasing left with grey levels, then translated so its centre of mass sits at the centre of the 28x28
+# field. Measured on the official files, that centre is (14, 14) in pixel-index coordinates (mean 14.00, 14.01)
+# and every digit's centre lies within half a pixel of it, i.e. the shift was by whole pixels; the longer side of
+# the non-zero box is 20 pixels in 99.98 % of the digits.
+DIGIT_BOX_PIXELS = 20
+CENTRE_OF_MASS = IMAGE_SIZE / 2
+
+# Analysis runs with the longer side in [WORK_SIDE_PIXELS, 2 * WORK_SIDE_PIXELS): plenty for a 20-pixel box,
+# and it bounds the cost of a 12-megapixel photo (JPEGs are decoded at 1/2 to 1/8 scale by libjpeg directly).
+WORK_SIDE_PIXELS = 256
+# Ink is rare: the darkest and brightest 0.5 % of pixels tell which side of the background it lies on.
+INK_TAIL_FRACTION = 0.005
+# A border whose 5th..95th percentiles span at most this many grey levels is a flat background (scan, canvas);
+# anything wider (lighting gradient, vignetting) gets a spatial background estimate on a coarse grid.
+FLAT_BORDER_LEVELS = 16
+BACKGROUND_GRID_CELLS = 8
+# Background noise sigma is read from the residual's negative tail (2.5 % quantile = -2 sigma for Gaussian noise).
+NOISE_QUANTILE = 0.025
+NOISE_FLOOR_SIGMAS = 3.0
+# What counts as a digit: ink at least this far above the background, both absolutely and in noise sigmas.
+MIN_INK_CONTRAST_LEVELS = 32
+MIN_INK_SNR = 6.0
+# Typical ink (90th percentile of the ink class) maps to 1.0, as MNIST's stroke cores are saturated.
+INK_LEVEL_QUANTILE = 0.9
+# Specks: ink cut off from the digit by empty rows or columns and holding under 2 % of all ink.
+SPECK_MASS_FRACTION = 0.02
+# On a noisy background, faint pixels count as anti-aliased edges only within this many pixels of confident ink.
+HALO_PIXELS = 2
+
+_SMALL_HISTOGRAM_PIXELS = 4096
+_LEVELS = np.arange(256)
+
+GreyArray = npt.NDArray[np.uint8]
+InkArray = npt.NDArray[np.float32]
+_Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Per-call decoding limits; nothing here touches Pillow's process-wide settings."""
+
+    # width * height as declared by the header; checked before any pixel data is decoded.
+    max_image_pixels: int
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels <= 0:
+            raise ValueError("max_image_pixels must be positive")
+
+
+@dataclass(frozen=True)
+class PreparedDigit:
+    """The model input: ``(1, 28, 28)`` float32 in [0, 1], white digit on black, centred by mass."""
+
+    tensor: torch.Tensor
+
+    def png_bytes(self) -> bytes:
+        """The 28x28 image the models saw, as an 8-bit grey PNG."""
+        pixels = (self.tensor[0].numpy() * 255.0).round().astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+# -- decoding ------------------------------------------------------------------------------------------------
+
+# Magic numbers of the accepted types: the bytes decide, never a file name or a Content-Type.
+_OPENERS: tuple[tuple[tuple[bytes, ...], type[ImageFile.ImageFile]], ...] = (
+    ((b"\x89PNG\r\n\x1a\n",), PngImagePlugin.PngImageFile),
+    ((b"\xff\xd8\xff",), JpegImagePlugin.JpegImageFile),
+    ((b"GIF87a", b"GIF89a"), GifImagePlugin.GifImageFile),
+    ((b"BM",), BmpImagePlugin.BmpImageFile),
+    ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), TiffImagePlugin.TiffImageFile),
+)
+# What Pillow's decoders raise on hostile input. Warnings are listed too: they only arrive as exceptions when the
+# process turns warnings into errors, and then the file is refused rather than half-decoded.
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    struct.error,
+    zlib.error,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    NotImplementedError,
+    AssertionError,
+    Warning,
+)
+_TOO_LARGE_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _sniff_opener(data: bytes) -> type[ImageFile.ImageFile]:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WebPImagePlugin.WebPImageFile
+    for signatures, opener in _OPENERS:
+        if data.startswith(signatures):
+            return opener
+    raise UnsupportedMediaTypeError
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate as the camera said (the ``ImageOps.exif_transpose`` table); a broken EXIF block means upright."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (*_DECODE_ERRORS, RecursionError):
+        logger.debug("unreadable EXIF block ignored")
+        return image
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
+
+
+def decode_image(data: bytes, limits: DecodeLimits, *, draft_side_pixels: int | None = None) -> Image.Image:
+    """Decode the first frame of a PNG, JPEG, BMP, GIF, WEBP or TIFF, upright, in its own mode.
+
+    The pixel limit is checked on the header's size before any pixel data is decoded, so a file claiming
+    50,000 x 50,000 pixels costs nothing. With ``draft_side_pixels`` a JPEG may be decoded at 1/2, 1/4 or 1/8
+    scale (by libjpeg, almost for free) as long as its longer side stays at least that long.
+    Raises :class:`UnsupportedMediaTypeError` (not an accepted image type), :class:`ImageTooLargeError` or
+    :class:`InvalidImageError` (empty, corrupt or truncated); nothing else.
+    """
+    if not data:
+        raise InvalidImageError
+    opener = _sniff_opener(data)
+    try:
+        # The plugin class parses only the header; Image.open would also apply Pillow's global bomb limit.
+        image = opener(io.BytesIO(data))
+        width, height = image.size
+        if width * height > limits.max_image_pixels:
+            raise ImageTooLargeError
+        if width < 1 or height < 1:
+            raise InvalidImageError
+        if draft_side_pixels is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+            scale = max(width, height) / draft_side_pixels
+            draft_mode = "L" if image.mode == "RGB" else image.mode
+            image.draft(draft_mode, (max(1, int(width / scale)), max(1, int(height / scale))))
+        image.load()
+    except _TOO_LARGE_ERRORS:
+        raise ImageTooLargeError from None
+    except _DECODE_ERRORS:
+        raise InvalidImageError from None
+    return _apply_exif_orientation(image)
+
+
+# -- the steps -----------------------------------------------------------------------------------------------
+
+
+def _histogram(values: GreyArray) -> npt.NDArray[np.intp]:
+    if values.size < _SMALL_HISTOGRAM_PIXELS:
+        return np.bincount(values.ravel(), minlength=256)
+    # On whole images Pillow's C histogram is several times faster than np.bincount.
+    return np.asarray(Image.fromarray(values).histogram(), dtype=np.intp)
+
+
+def _mean_level(histogram: npt.NDArray[np.intp]) -> float:
+    return float(histogram @ np.arange(histogram.size)) / max(int(histogram.sum()), 1)
+
+
+def _extrema(band: Image.Image) -> tuple[float, float]:
+    # A single-band image's extrema are one (low, high) pair; Pillow's annotation also covers multi-band images.
+    low, high = cast(tuple[float, float], band.getextrema())
+    return float(low), float(high)
+
+
+def _stretch_to_grey(image: Image.Image) -> Image.Image:
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        image = Image.fromarray(values)
+    else:
+        image = image.convert("I")
+    low, high = _extrema(image)
+    if not high > low:
+        return Image.new("L", image.size, 0)
+    scale = 255.0 / (high - low)
+    return image.point(lambda value: value * scale - low * scale).convert("L")
+
+
+def _has_light_strokes(lum: Image.Image, alpha: Image.Image) -> bool:
+    coverage = _mean_level(np.asarray(alpha.histogram())) / 255.0
+    return coverage < 0.5 and _mean_level(np.asarray(lum.histogram(mask=alpha))) > 127.5
+
+
+def _composite(image: Image.Image) -> Image.Image:
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    lum = rgba.convert("L")
+    # White ink drawn on a transparent canvas (a dark-themed page) would vanish on white: sparse, light strokes
+    # go on black instead. Dark ink and opaque pages go on white.
+    light_strokes = _extrema(lum)[1] > 127 and _has_light_strokes(lum, rgba.getchannel("A"))
+    grey = Image.new("L", rgba.size, 0 if light_strokes else 255)
+    grey.paste(lum, mask=rgba)
+    return grey
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any mode to 8-bit grey ("L"); transparency is composited onto a contrasting backdrop (white for dark ink).
+
+    High-bit-depth and float images have no fixed white point, so they are stretched to their own range.
+    Raises :class:`InvalidImageError` for a colour space Pillow cannot convert (TIFF LAB, for instance).
+    """
+    mode = image.mode
+    try:
+        if mode in ("I", "F") or mode.startswith("I;16"):
+            return _stretch_to_grey(image)
+        if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+            return _composite(image)
+        return image if mode == "L" else image.convert("L")
+    except _DECODE_ERRORS:
+        raise InvalidImageError from None
+
+
+def shrink_to_work_size(grey: Image.Image, work_side_pixels: int = WORK_SIDE_PIXELS) -> Image.Image:
+    """Box-average by an integer factor so the longer side is below twice ``work_side_pixels``."""
+    factor = max(grey.size) // work_side_pixels
+    return grey.reduce(factor) if factor > 1 else grey
+
+
+def _quantiles(histogram: npt.NDArray[np.intp], *fractions: float) -> list[int]:
+    cumulative = np.cumsum(histogram)
+    levels: list[int] = np.searchsorted(cumulative, np.multiply(fractions, cumulative[-1])).tolist()
+    return levels
+
+
+def _border(grey: GreyArray) -> GreyArray:
+    return np.concatenate((grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]))
+
+
+def invert_if_light_background(grey: GreyArray) -> GreyArray:
+    """Return the image with light ink on a dark background (MNIST polarity), inverting it if needed.
+
+    The background level is the border's median; the ink is whichever tail of the histogram (darkest or
+    brightest 0.5 %) lies farther from it. This holds under gradients and for a digit filling most of the frame.
+    """
+    (background,) = _quantiles(_histogram(_border(grey)), 0.5)
+    darkest, brightest = _quantiles(_histogram(grey), INK_TAIL_FRACTION, 1.0 - INK_TAIL_FRACTION)
+    if background - darkest > brightest - background:
+        return np.subtract(255, grey, dtype=np.uint8)
+    return grey
+
+
+def _estimate_background(grey: GreyArray) -> GreyArray:
+    height, width = grey.shape
+    cell = max(1, -(-max(height, width) // BACKGROUND_GRID_CELLS))
+    # Cell means, then a grey opening (3x3 min, then max): the min drops cells darkened by bright ink, the max
+    # restores the level of a lighting gradient that the min alone would underestimate; then smooth upsampling.
+    coarse = Image.fromarray(grey).reduce(cell).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    return np.asarray(coarse.resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _otsu_threshold(histogram: npt.NDArray[np.intp]) -> int:
+    """The level that maximises the between-class variance (Otsu 1979); class 0 is ``<= level``."""
+    counts = np.cumsum(histogram, dtype=np.float64)
+    moments = np.cumsum(histogram * _LEVELS[: histogram.size], dtype=np.float64)
+    # Where one class is empty the numerator is 0 as well, so a tiny denominator leaves those levels at 0.
+    between = (moments[-1] * counts - counts[-1] * moments) ** 2 / np.maximum(counts * (counts[-1] - counts), 1.0)
+    return int(np.argmax(between))
+
+
+def _main_extent(strong: _Mask, axis: int) -> tuple[int, int]:
+    """First and last+1 row (``axis=1``) or column (``axis=0``) of the runs of occupied lines, separated by
+    empty ones, that hold a non-negligible share of the ink."""
+    occupied: _Mask = np.any(strong, axis=axis)
+    first, last = int(occupied.argmax()), occupied.size - int(occupied[::-1].argmax())
+    if occupied[first:last].all():
+        return first, last
+    profile = strong.sum(axis=axis)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], occupied, [0])).astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    cumulative = np.concatenate(([0], np.cumsum(profile)))
+    masses = cumulative[ends] - cumulative[starts]
+    kept = masses >= SPECK_MASS_FRACTION * cumulative[-1]
+    if not kept.any():
+        kept = masses == masses.max()
+    return int(starts[kept][0]), int(ends[kept][-1])
+
+
+def _dilate(mask: _Mask, radius: int) -> _Mask:
+    grown = mask.copy()
+    for shift in range(1, radius + 1):
+        grown[shift:] |= mask[:-shift]
+        grown[:-shift] |= mask[shift:]
+    result = grown.copy()
+    for shift in range(1, radius + 1):
+        result[:, shift:] |= grown[:, :-shift]
+        result[:, :-shift] |= grown[:, shift:]
+    return result
+
+
+def remove_background(grey: GreyArray) -> InkArray:
+    """Ink intensity in [0, 1] on a zero background, from a light-on-dark grey image.
+
+    Subtracts the background (the border's level, or a coarse spatial estimate under a gradient), splits ink from
+    background with Otsu's threshold, drops isolated specks, and keeps the grey levels of anti-aliased edges within
+    ``HALO_PIXELS`` of confident ink, scaled so that typical ink is 1.0. Raises :class:`NoDigitFoundError` when
+    nothing stands out from the background by ``MIN_INK_CONTRAST_LEVELS`` and ``MIN_INK_SNR`` noise sigmas.
+    """
+    low, level, high = _quantiles(_histogram(_border(grey)), 0.05, 0.5, 0.95)
+    if high - low <= FLAT_BORDER_LEVELS:
+        # Flat background: every statistic comes from the one histogram, measured as distance from its level.
+        signal, offset = grey, level
+        histogram = _histogram(grey)
+        above = histogram[level:].copy()
+        above[0] += histogram[:level].sum()
+        below = histogram[level::-1].copy()
+        below[0] += histogram[level + 1 :].sum()
+    else:
+        background = _estimate_background(grey)
+        lifted = np.maximum(grey, background)
+        signal, offset = lifted - background, 0
+        above, below = _histogram(signal), _histogram(lifted - grey)
+    # Ink lies above the background, so the spread below it is noise: its 97.5 % quantile is 2 sigma.
+    (two_sigma,) = _quantiles(below, 1.0 - NOISE_QUANTILE)
+    floor = NOISE_FLOOR_SIGMAS * two_sigma / 2.0
+    threshold = max(_otsu_threshold(above), int(floor))
+    ink = above[threshold + 1 :]
+    if not ink.any():
+        raise NoDigitFoundError
+    ink_level = threshold + 1 + _quantiles(ink, INK_LEVEL_QUANTILE)[0]
+    if ink_level < max(MIN_INK_CONTRAST_LEVELS, MIN_INK_SNR * two_sigma / 2.0):
+        raise NoDigitFoundError
+    strong = signal > offset + threshold
+    # Specks: a run of rows or columns, cut off from the rest by empty ones, that holds under 2 % of the ink.
+    top, bottom = _main_extent(strong, axis=1)
+    left, right = _main_extent(strong, axis=0)
+    region = (
+        slice(max(top - HALO_PIXELS, 0), bottom + HALO_PIXELS),
+        slice(max(left - HALO_PIXELS, 0), right + HALO_PIXELS),
+    )
+    scale = np.float32(1.0 / (ink_level - floor))
+    ramp = np.clip((signal[region].astype(np.float32) - np.float32(offset + floor)) * scale, 0.0, 1.0)
+    if floor > 0:
+        # On a noisy background, faint pixels away from confident ink are noise; on a noise-free one everything
+        # above the background within the region is the digit's own anti-aliasing.
+        ramp *= _dilate(strong[region], HALO_PIXELS)
+    result = np.zeros(grey.shape, dtype=np.float32)
+    result[region] = ramp
+    return result
+
+
+def crop_to_content(ink: InkArray) -> InkArray:
+    """The bounding box of the non-zero pixels; :class:`NoDigitFoundError` if there are none."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise NoDigitFoundError
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def fit_into_box(ink: InkArray, box_pixels: int = DIGIT_BOX_PIXELS) -> InkArray:
+    """Scale so the longer side is ``box_pixels``, keeping the aspect ratio, with an anti-aliasing filter."""
+    height, width = ink.shape
+    scale = box_pixels / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def center_by_mass(digit: InkArray, size_pixels: int = IMAGE_SIZE) -> InkArray:
+    """Paste into a ``size_pixels`` square (no smaller than ``digit``), shifted by whole pixels so the centre of
+    mass lands nearest ``size_pixels / 2`` in both axes: MNIST's (14, 14).
+
+    The shift is clamped so no ink is cut off; only a very lopsided digit can end up more than half a pixel away.
+    """
+    height, width = digit.shape
+    mass = float(digit.sum())
+    if mass <= 0.0:
+        raise NoDigitFoundError
+    target = size_pixels / 2
+    centre_row = float(digit.sum(axis=1) @ np.arange(height)) / mass
+    centre_col = float(digit.sum(axis=0) @ np.arange(width)) / mass
+    top = min(max(round(target - centre_row), 0), size_pixels - height)
+    left = min(max(round(target - centre_col), 0), size_pixels - width)
+    canvas = np.zeros((size_pixels, size_pixels), dtype=np.float32)
+    canvas[top : top + height, left : left + width] = digit
+    return canvas
+
+
+def to_tensor(image: InkArray) -> torch.Tensor:
+    """``(H, W)`` float32 array to a ``(1, H, W)`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
+
+
+def prepare_digit(data: bytes, limits: DecodeLimits) -> PreparedDigit:
+    """Decode ``data`` and run every step. Pure and blocking: async callers run it in a worker thread."""
+    image = decode_image(data, limits, draft_side_pixels=WORK_SIDE_PIXELS)
+    grey = np.asarray(shrink_to_work_size(to_grayscale(image)), dtype=np.uint8)
+    ink = remove_background(invert_if_light_background(grey))
+    digit = fit_into_box(crop_to_content(ink))
+    return PreparedDigit(tensor=to_tensor(center_by_mass(digit)))

@@ -1,0 +1,121 @@
+"""The typed state of one running app: built and started by the lifespan, read by the routes, stopped on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from modelstore import ModelStore
+from service.batching import MicroBatcher
+from service.config import Settings
+from service.inference import BatchPredictor, DigitPrediction, DigitRequest
+from service.registry import ModelRegistry, resolve_device, watch_store
+from service.telemetry import Telemetry
+from service.threadpool import BoundedThreadPool
+
+logger = logging.getLogger(__name__)
+
+
+class Upstream:
+    """Counts requests admitted but not yet handed to the batcher (their upload is being read or decoded).
+
+    The batcher asks it whether a batch should wait for company: with nobody upstream, no request can join.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+@dataclass
+class AppState:
+    """Everything a request needs; one instance per app, held in the lifespan state under ``"service"``."""
+
+    settings: Settings
+    telemetry: Telemetry
+    registry: ModelRegistry
+    batcher: MicroBatcher[DigitRequest, DigitPrediction]
+    preprocess_pool: BoundedThreadPool
+    upstream: Upstream
+    accepting: bool = True
+    store_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        """Accepting requests with at least one model loaded, verified and warmed up."""
+        return self.accepting and self.batcher.running and bool(self.registry.models.names())
+
+    async def stop(self) -> None:
+        """Refuse new work (readiness turns 503), finish every accepted request, then release the threads."""
+        self.accepting = False
+        if self.store_watcher is not None:
+            self.store_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.store_watcher
+        await self.batcher.stop()
+        await asyncio.to_thread(self.preprocess_pool.shutdown)
+        logger.info("stopped: every accepted request was answered")
+
+
+async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
+    """Load, verify and warm the models, then start the batcher and the store watcher."""
+    torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    registry = ModelRegistry(
+        ModelStore(settings.model_store_dir),
+        device,
+        names=settings.models,
+        pinned=settings.model_versions,
+        warmup_batch_sizes=(1, settings.max_batch_size),
+    )
+    await registry.reload()
+    predictor = BatchPredictor(
+        device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
+    )
+    pool = BoundedThreadPool(settings.preprocess_threads, max_waiting=settings.queue_max_size)
+    upstream = Upstream()
+    batcher: MicroBatcher[DigitRequest, DigitPrediction] = MicroBatcher(
+        predictor,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+        queue_max_size=settings.queue_max_size,
+        # With no upload being read or decoded, nothing can join the batch: waiting would only add latency.
+        more_coming=lambda: upstream.count > 0,
+        name="inference",
+    )
+    batcher.start()
+    telemetry.track(
+        queue_depth=lambda: batcher.queue_depth,
+        preprocess_pending=lambda: pool.pending,
+        model_versions=lambda: {name: model.version for name, model in registry.models.models.items()},
+    )
+    watcher = None
+    if settings.reload_interval_s > 0:
+        watcher = asyncio.create_task(watch_store(registry, settings.reload_interval_s), name="store-watcher")
+    state = AppState(
+        settings=settings,
+        telemetry=telemetry,
+        registry=registry,
+        batcher=batcher,
+        preprocess_pool=pool,
+        upstream=upstream,
+        store_watcher=watcher,
+    )
+    served = ", ".join(f"{name} v{model.version}" for name, model in registry.models.models.items())
+    if served:
+        logger.info("serving on %s: %s", device, served)
+    else:
+        logger.error("no model could be loaded from %s: not ready (see /models)", settings.model_store_dir)
+    return state

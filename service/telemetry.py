@@ -1,0 +1,121 @@
+"""Prometheus metrics of one app, kept in the app's own ``CollectorRegistry`` so apps in one process never collide.
+
+:class:`MetricsMiddleware` counts and times every HTTP request by route template (never the raw path, which
+would let clients create unbounded label values); the batcher and predictor feed the other collectors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_INFERENCE_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_UNMATCHED_ROUTE = "unmatched"
+# Any token is a valid HTTP method: fold unknown ones into one label value.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Telemetry:
+    """The collectors of one app and their registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "digits_http_requests",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "digits_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "digits_batch_size",
+            "Requests per inference batch.",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "digits_queue_depth", "Requests waiting for an inference batch.", registry=self.registry
+        )
+        self.preprocess_pending = Gauge(
+            "digits_preprocess_pending",
+            "Uploads being decoded or waiting for a decoding thread.",
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "digits_inference_seconds",
+            "Forward pass, calibration and copy back of one batch, per model.",
+            ["model"],
+            buckets=_INFERENCE_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def track(
+        self,
+        *,
+        queue_depth: Callable[[], int],
+        preprocess_pending: Callable[[], int],
+        model_versions: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Read the backlogs and served versions at scrape time instead of updating gauges on every change."""
+        self.queue_depth.set_function(queue_depth)
+        self.preprocess_pending.set_function(preprocess_pending)
+        self.registry.register(_ModelVersionCollector(model_versions))
+
+    def render(self) -> bytes:
+        """All collectors in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+class _ModelVersionCollector(Collector):
+    def __init__(self, model_versions: Callable[[], Mapping[str, int]]) -> None:
+        self._model_versions = model_versions
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("digits_model_version", "Version being served, per model.", labels=["model"])
+        for name, version in self._model_versions().items():
+            family.add_metric([name], version)
+        yield family
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task or body buffering) that records each HTTP request."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # An exception escaping the app becomes a 500 in the outer error middleware.
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", _UNMATCHED_ROUTE)
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            self.telemetry.requests.labels(template, method, str(status)).inc()
+            self.telemetry.request_seconds.labels(template).observe(time.perf_counter() - started)

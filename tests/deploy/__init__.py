@@ -1,0 +1,1 @@
+"""Tests of the deployment: compose files, the image definition and the load-balanced topology under nginx."""

@@ -1,0 +1,155 @@
+"""Synthetic uploads for tests: an asymmetric digit-like glyph drawn with Pillow, every encoding and mode the
+service accepts, photo-like backgrounds, MNIST renderings, and hand-built hostile files (bombs, corrupt chunks)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw
+
+# Supersampling factor for anti-aliased strokes, as a browser canvas or a camera would produce them.
+_SUPERSAMPLE = 4
+# Fractions of the glyph box: a "7" whose bar makes the top rows much heavier than the bottom ones, so any
+# rotation or mirror is visible in the result.
+_SEVEN = ((0.0, 0.0), (1.0, 0.0), (0.35, 1.0))
+_STROKE_FRACTION = 0.14
+
+
+def seven_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    """Mode "L" coverage (255 = ink) of an anti-aliased 7 filling ``box`` (left, top, right, bottom)."""
+    width, height = size
+    large = Image.new("L", (width * _SUPERSAMPLE, height * _SUPERSAMPLE), 0)
+    left, top, right, bottom = (v * _SUPERSAMPLE for v in box)
+    stroke = max(1, round(_STROKE_FRACTION * max(right - left, bottom - top)))
+    inset = stroke / 2
+    points = [
+        (left + inset + fx * (right - left - stroke), top + inset + fy * (bottom - top - stroke)) for fx, fy in _SEVEN
+    ]
+    ImageDraw.Draw(large).line(points, fill=255, width=stroke, joint="curve")
+    return large.reduce(_SUPERSAMPLE)
+
+
+def centred_box(size: tuple[int, int], fraction: float = 0.6) -> tuple[int, int, int, int]:
+    """A square box of ``fraction`` of the shorter side, in the middle of ``size``."""
+    width, height = size
+    side = max(1, round(min(width, height) * fraction))
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def seven(
+    size: tuple[int, int] = (200, 200),
+    box: tuple[int, int, int, int] | None = None,
+    *,
+    ink: int = 0,
+    paper: int = 255,
+) -> Image.Image:
+    """Mode "L": a 7 of grey level ``ink`` on ``paper``."""
+    mask = seven_mask(size, box or centred_box(size))
+    return Image.composite(Image.new("L", size, ink), Image.new("L", size, paper), mask)
+
+
+def canvas_drawing(size: int = 280, ink: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Mode "RGBA": a browser canvas export, strokes of colour ``ink`` on a fully transparent background."""
+    alpha = seven_mask((size, size), centred_box((size, size)))
+    image = Image.new("RGBA", (size, size), (*ink, 0))
+    image.putalpha(alpha)
+    return image
+
+
+def photo_of_paper(size: tuple[int, int] = (320, 240), seed: int = 0) -> Image.Image:
+    """Mode "L": dark ink on paper lit from one side and vignetted, with sensor noise."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    lighting = 150.0 + 80.0 * xs / width - 40.0 * np.hypot(xs / width - 0.5, ys / height - 0.5)
+    mask = np.asarray(seven_mask(size, centred_box(size, 0.5)), dtype=np.float32) / 255.0
+    ink_level = 35.0 + 0.2 * lighting
+    pixels = lighting * (1.0 - mask) + ink_level * mask + rng.normal(0.0, 6.0, size=(height, width))
+    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
+
+
+def encode(image: Image.Image, image_format: str, **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **params)
+    return buffer.getvalue()
+
+
+def exif_rotated_jpeg(upright: Image.Image, orientation: int) -> bytes:
+    """A JPEG whose pixels are stored turned, with the EXIF orientation tag that turns them back upright."""
+    stored = {
+        6: upright.transpose(Image.Transpose.ROTATE_90),
+        8: upright.transpose(Image.Transpose.ROTATE_270),
+        3: upright.transpose(Image.Transpose.ROTATE_180),
+    }[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored.convert("RGB"), "JPEG", quality=92, exif=exif.tobytes())
+
+
+def animated_gif(first: Image.Image, frame_count: int) -> bytes:
+    """``frame_count`` frames: ``first``, then pictures of a filled block, each one pixel different from the last
+    (the encoder merges identical frames, and stores each frame as its small difference to the previous one)."""
+    block = Image.new("L", first.size, 255)
+    ImageDraw.Draw(block).rectangle((0, 0, first.width // 2, first.height // 2), fill=0)
+    frames = [first.convert("P")]
+    for index in range(frame_count - 1):
+        frame = block.copy()
+        frame.putpixel((first.width - 1 - index % first.width, first.height - 1 - index // first.width), 0)
+        frames.append(frame.convert("P"))
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=20, loop=0)
+
+
+def png_chunk(chunk_type: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + chunk_type + data + struct.pack(">I", zlib.crc32(chunk_type + data))
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny, well-formed PNG (valid CRCs) whose header declares ``width`` x ``height`` grey pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def gif_header_claiming(width: int, height: int) -> bytes:
+    """A GIF whose logical screen and only image declare ``width`` x ``height`` (16-bit fields: at most 65,535)."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    return screen + descriptor + b"\x02\x02\x44\x01\x00\x3b"
+
+
+def with_corrupt_crc(png: bytes) -> bytes:
+    """The same PNG with one bit of the IHDR checksum flipped."""
+    crc_offset = 8 + 8 + 13
+    return png[:crc_offset] + bytes([png[crc_offset] ^ 0x01]) + png[crc_offset + 1 :]
+
+
+def with_exif_chunk(png: bytes, exif: bytes) -> bytes:
+    """Insert an ``eXIf`` chunk right after IHDR."""
+    ihdr_end = 8 + 8 + 13 + 4
+    return png[:ihdr_end] + png_chunk(b"eXIf", exif) + png[ihdr_end:]
+
+
+def huge_exif(entry_count: int) -> bytes:
+    """A little-endian TIFF-style EXIF block whose first IFD lists ``entry_count`` ASCII tags pointing past its end."""
+    entries = b"".join(struct.pack("<HHII", 0x8000 + i % 0x7FFF, 2, 64, 0xFFFFFF00) for i in range(entry_count))
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", entry_count & 0xFFFF) + entries + b"\x00" * 4
+
+
+def render_mnist(digit: npt.NDArray[np.uint8], rng: np.random.Generator, side: int = 300) -> bytes:
+    """An MNIST digit as a user would upload it: inverted to black on white, scaled 4-9x, shifted, RGB JPEG."""
+    size = int(digit.shape[0] * rng.uniform(4.0, 9.0))
+    scaled = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR)
+    page = Image.new("RGB", (side, side), (255, 255, 255))
+    left, top = (int(v) for v in rng.integers(0, side - size + 1, size=2))
+    page.paste(scaled.convert("RGB"), (left, top))
+    return encode(page, "JPEG", quality=90)

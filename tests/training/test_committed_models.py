@@ -1,0 +1,76 @@
+"""The committed models in ``model_store/``: intact (sha256), and at least as accurate as the targets require."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelstore import ModelStore, VerifiedModel
+from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from training.data import default_data_dir, load_mnist
+from training.export import load_torchscript
+from training.train import to_inputs
+
+STORE = ModelStore(Path(__file__).resolve().parents[2] / "model_store")
+# The "must reach" accuracies on the official 10,000-image MNIST test set.
+REQUIRED_ACCURACY = {"mlp": 0.990, "lenet5": 0.993, "cnn": 0.996}
+
+
+@pytest.fixture(scope="module")
+def test_set() -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_mnist(default_data_dir(), "test")
+    return to_inputs(images, torch.device("cpu")), labels
+
+
+@pytest.fixture(scope="module")
+def logits(test_set: tuple[torch.Tensor, torch.Tensor]) -> dict[str, tuple[VerifiedModel, torch.Tensor]]:
+    images, _ = test_set
+    results = {}
+    for name in REQUIRED_ACCURACY:
+        verified = STORE.read_verified(name, STORE.resolve(name))
+        with torch.inference_mode():
+            results[name] = (verified, load_torchscript(verified.model_bytes)(images))
+    return results
+
+
+def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((scores.argmax(dim=1) == labels).double().mean())
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED_ACCURACY))
+def test_committed_model_meets_its_target(
+    name: str,
+    logits: dict[str, tuple[VerifiedModel, torch.Tensor]],
+    test_set: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    verified, scores = logits[name]
+    accuracy = _accuracy(scores, test_set[1])
+    assert accuracy >= REQUIRED_ACCURACY[name]
+    # The manifest's numbers are the ones this model really achieves.
+    assert accuracy == pytest.approx(verified.manifest.metrics["test"]["accuracy"], abs=1e-4)
+    assert verified.manifest.metrics["protocol"] == "standard"
+
+
+def test_ensemble_is_at_least_as_accurate_as_the_best_model(
+    logits: dict[str, tuple[VerifiedModel, torch.Tensor]],
+    test_set: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    labels = test_set[1]
+    members = list(logits.values())
+    combined = ensemble_probs(
+        [calibrated_log_probs(scores, v.manifest.temperature) for v, scores in members],
+        [v.manifest.ensemble_weight for v, _ in members],
+    )
+    best_single = max(_accuracy(scores, labels) for _, scores in members)
+    assert _accuracy(combined, labels) >= best_single
+
+
+def test_committed_store_is_small_and_complete() -> None:
+    total_bytes = 0
+    for name in REQUIRED_ACCURACY:
+        folder = STORE.version_dir(name, STORE.resolve(name))
+        assert {"report.md", "confusion_matrix.png", "learning_curves.png"} <= {p.name for p in folder.iterdir()}
+        total_bytes += sum(p.stat().st_size for p in folder.iterdir())
+    assert total_bytes < 20 * 2**20

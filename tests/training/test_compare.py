@@ -1,0 +1,320 @@
+"""The comparison report: its statistics on hand-made cases, USPS reading, and the generator on a tiny store."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modelstore import ModelStore
+from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from training.compare import (
+    ENSEMBLE,
+    RELIABILITY_PNG,
+    REPORT_FILE,
+    ROBUSTNESS_PNG,
+    CompareOptions,
+    Comparison,
+    build_comparison,
+    count_macs,
+    load_usps,
+    main,
+    mcnemar_exact,
+    parse_pins,
+    prepare_usps,
+    reliability_bins,
+    top_confusions,
+    wilson_interval,
+    write_report,
+)
+from training.data import DataError, balanced_subset, load_mnist
+from training.export import load_torchscript, publish_model
+from training.metrics import expected_calibration_error
+from training.robustness import SWEEPS, centre_of_mass
+from training.train import build_network, to_inputs
+
+from .conftest import write_mnist
+
+NAMES = ("mlp", "lenet5", "cnn")
+TEMPERATURES = {"mlp": 1.0, "lenet5": 2.0, "cnn": 0.5}
+WEIGHTS = {"mlp": 0.2, "lenet5": 0.3, "cnn": 0.5}
+TEST_IMAGES = 60
+LIMIT = 30
+USPS_DIGITS = 20
+
+
+# -- statistics ------------------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_published_values() -> None:
+    # 0 of 10 and 10 of 10 have the closed forms [0, z^2 / (n + z^2)] and its mirror; 50 of 100 is [40.38, 59.62] %.
+    z2 = 1.959963984540054**2
+    assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
+    assert wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("only_first", "only_second", "p_value"),
+    [
+        (1, 6, 2 * (1 + 7) / 2**7),  # 0.125
+        (6, 1, 0.125),
+        (0, 10, 2 / 2**10),
+        (2, 10, 2 * (1 + 12 + 66) / 2**12),  # 0.0386
+        (5, 5, 1.0),
+        (0, 0, 1.0),
+    ],
+)
+def test_mcnemar_exact_matches_the_hand_computed_binomial_tail(
+    only_first: int, only_second: int, p_value: float
+) -> None:
+    assert mcnemar_exact(only_first, only_second) == pytest.approx(p_value, rel=1e-12)
+
+
+def test_top_confusions_are_the_largest_off_diagonal_cells_in_a_stable_order() -> None:
+    matrix = [[50, 3, 0], [1, 40, 3], [7, 0, 45]]
+    assert top_confusions(matrix, limit=3) == [(2, 0, 7), (0, 1, 3), (1, 2, 3)]
+    assert top_confusions([[5, 0], [0, 5]]) == []
+
+
+def test_reliability_bins_add_up_to_the_expected_calibration_error() -> None:
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(500, 10, generator=generator), dim=1)
+    labels = torch.randint(0, 10, (500,), generator=generator)
+    bins = reliability_bins(probs, labels)
+    assert sum(b.count for b in bins) == 500
+    gap = sum(b.count * abs(b.confidence - b.accuracy) for b in bins) / 500
+    assert gap == pytest.approx(expected_calibration_error(probs, labels), abs=1e-9)
+
+
+def test_parse_pins_reads_name_equals_version() -> None:
+    assert parse_pins(["cnn=2", "mlp=11"]) == {"cnn": 2, "mlp": 11}
+    for bad in ("cnn", "cnn=", "cnn=0", "cnn=latest", "=3"):
+        with pytest.raises(ValueError, match="expected name=version"):
+            parse_pins([bad])
+
+
+def test_main_rejects_a_malformed_pin(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--versions", "cnn=latest"])
+    assert exit_info.value.code == 2
+    assert "expected name=version" in capsys.readouterr().err
+
+
+# -- USPS ------------------------------------------------------------------------------------------------------------
+
+
+def usps_line(label: int, ink_rows: slice, ink_cols: slice) -> str:
+    values = -np.ones((16, 16))
+    values[ink_rows, ink_cols] = 1.0
+    return " ".join([str(label), *(f"{v:.4f}" for v in values.flat)])
+
+
+def write_usps(path: Path, count: int) -> Path:
+    """A USPS-format file of ``count`` bar-shaped digits, labels cycling through 0-9."""
+    lines = [usps_line(i % 10, slice(1, 15), slice(6 + i % 3, 9 + i % 3)) for i in range(count)]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def test_load_usps_maps_the_ink_to_white_and_reads_the_labels(tmp_path: Path) -> None:
+    path = tmp_path / "zip.test.gz"
+    path.write_bytes(gzip.compress((usps_line(7, slice(2, 5), slice(3, 4)) + "\n").encode()))
+    images, labels = load_usps(path)
+    assert labels.tolist() == [7]
+    assert images.dtype == torch.uint8 and images.shape == (1, 16, 16)
+    assert int(images[0, 2, 3]) == 255 and int(images[0, 0, 0]) == 0
+    assert int(images.sum()) == 255 * 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("3 1 2 3\n", "expected lines of a label and 256 values"), ("12 " + "0 " * 256 + "\n", "digits 0-9")],
+)
+def test_load_usps_rejects_a_malformed_file(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "zip.test.gz"
+    path.write_bytes(gzip.compress(content.encode()))
+    with pytest.raises(DataError, match=message):
+        load_usps(path)
+
+
+def test_usps_digits_go_through_the_service_preprocessing(tmp_path: Path) -> None:
+    images, _ = load_usps(write_usps(tmp_path / "zip.test.gz", 3))
+    blank = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    inputs, refused = prepare_usps(torch.cat([images, blank]))
+    assert inputs.shape == (4, 1, 28, 28)
+    assert refused.tolist() == [False, False, False, True]
+    # The service scales the 14-pixel-tall bar to the 20-pixel box and centres it by mass at (14, 14).
+    rows = torch.nonzero(inputs[0, 0].sum(dim=1)).flatten()
+    assert int(rows[-1] - rows[0]) + 1 == 20
+    torch.testing.assert_close(centre_of_mass(inputs[:3]), torch.full((3, 2), 14.0), atol=0.5, rtol=0)
+    assert float(inputs[3].abs().sum()) == 0.0
+
+
+# -- the generator on a tiny store -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyStore:
+    store: ModelStore
+    data_dir: Path
+    usps_path: Path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyStore]:
+    """Randomly initialised mlp, lenet5 and cnn published through the exporter, a tiny MNIST and a tiny USPS."""
+    root = tmp_path_factory.mktemp("compare")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    store = ModelStore(root / "store")
+    check_images = torch.rand(4, 1, 28, 28)
+    for name in NAMES:
+        publish_model(
+            store, name, build_network(name), check_images,
+            temperature=TEMPERATURES[name], ensemble_weight=WEIGHTS[name], metrics={}, training_config={},
+            data_checksums={}, commit=None, extra_files={},
+        )  # fmt: skip
+    write_mnist(root / "mnist", train=10, test=TEST_IMAGES)
+    yield TinyStore(store, root / "mnist", write_usps(root / "zip.test.gz", USPS_DIGITS))
+    torch.set_num_threads(previous)
+
+
+def options(tiny: TinyStore) -> CompareOptions:
+    return CompareOptions(
+        store=tiny.store,
+        pins={},
+        data_dir=tiny.data_dir,
+        usps_path=tiny.usps_path,
+        limit=LIMIT,
+        seed=0,
+        timing_threads=1,
+        robustness_images=12,
+        latency_runs=2,
+        throughput_runs=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny: TinyStore) -> Comparison:
+    return build_comparison(options(tiny))
+
+
+def independent_predictions(tiny: TinyStore) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Argmax predictions of each stored model and of the ensemble rule on the report's subset, straight from torch."""
+    images, labels = load_mnist(tiny.data_dir, "test")
+    chosen = balanced_subset(labels, LIMIT, 0)
+    inputs = to_inputs(images[chosen], torch.device("cpu"))
+    log_probs = {}
+    with torch.inference_mode():
+        for name in NAMES:
+            module = load_torchscript(tiny.store.read_verified(name, 1).model_bytes)
+            log_probs[name] = calibrated_log_probs(module(inputs), TEMPERATURES[name])
+    predictions = {name: lp.argmax(dim=1) for name, lp in log_probs.items()}
+    combined = ensemble_probs([log_probs[n] for n in NAMES], [WEIGHTS[n] for n in NAMES])
+    predictions[ENSEMBLE] = combined.argmax(dim=1)
+    return predictions, labels[chosen]
+
+
+def test_accuracy_and_confusion_match_a_direct_computation(tiny: TinyStore, comparison: Comparison) -> None:
+    predictions, labels = independent_predictions(tiny)
+    assert [c.name for c in comparison.columns] == [*NAMES, ENSEMBLE]
+    assert comparison.test_images == LIMIT
+    for column in comparison.columns:
+        expected = predictions[column.name]
+        confusion = torch.zeros(10, 10, dtype=torch.long)
+        for true, predicted in zip(labels.tolist(), expected.tolist(), strict=True):
+            confusion[true, predicted] += 1
+        assert column.test["confusion_matrix"] == confusion.tolist(), column.name
+        assert column.test["accuracy"] == pytest.approx(float((expected == labels).double().mean()))
+
+
+def test_agreement_and_mcnemar_match_a_direct_computation(tiny: TinyStore, comparison: Comparison) -> None:
+    predictions, labels = independent_predictions(tiny)
+    agree = (predictions["mlp"] == predictions["lenet5"]) & (predictions["lenet5"] == predictions["cnn"])
+    agreement = comparison.agreement
+    assert agreement.all_agree == int(agree.sum())
+    accuracy = {name: float((predictions[name] == labels).double().mean()) for name in NAMES}
+    assert accuracy[agreement.best_single] == max(accuracy.values())
+    right = {name: predictions[name] == labels for name in [*NAMES, ENSEMBLE]}
+    assert agreement.ensemble_only == int((right[ENSEMBLE] & ~right[agreement.best_single]).sum())
+    assert agreement.best_only == int((right[agreement.best_single] & ~right[ENSEMBLE]).sum())
+    assert agreement.p_value == mcnemar_exact(agreement.ensemble_only, agreement.best_only)
+
+
+def test_costs_come_from_the_manifests_and_the_graph(tiny: TinyStore, comparison: Comparison) -> None:
+    columns = {c.name: c for c in comparison.columns}
+    for name in NAMES:
+        manifest = tiny.store.read_manifest(name, 1)
+        assert (columns[name].parameters, columns[name].size_bytes) == (manifest.parameters, manifest.size_bytes)
+        assert columns[name].cpu.latency_ms > 0 and columns[name].cpu.throughput_per_s > 0
+    assert columns[ENSEMBLE].parameters == sum(columns[n].parameters for n in NAMES)
+    assert columns[ENSEMBLE].macs == sum(columns[n].macs for n in NAMES)
+
+
+def test_macs_are_the_convolution_and_linear_layers_counted_by_hand(tiny: TinyStore) -> None:
+    expected = {
+        "mlp": 784 * 1024 + 1024 * 512 + 512 * 10,
+        # C1 28x28x6 of 5x5, C3 10x10x16 of 6x5x5, C5 120 of 16x5x5, F6 120x84, output 84x10.
+        "lenet5": 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 120 * 16 * 25 + 120 * 84 + 84 * 10,
+        # 3x3 convolutions: 1->32 at 28x28, 32->48 and 48->48 at 14x14, 48->96 at 7x7, then 96x10.
+        "cnn": 9 * (28 * 28 * 32 + 14 * 14 * (32 * 48 + 48 * 48) + 7 * 7 * 48 * 96) + 96 * 10,
+    }
+    for name, macs in expected.items():
+        assert count_macs(tiny.store.read_verified(name, 1).model_bytes) == macs, name
+
+
+def test_robustness_curves_start_at_the_clean_accuracy(comparison: Comparison) -> None:
+    for column in comparison.columns:
+        for sweep in SWEEPS:
+            curve = column.robustness[sweep.name]
+            assert len(curve) == len(sweep.levels)
+            assert all(0.0 <= accuracy <= 1.0 for accuracy in curve)
+    # Only one of the columns needs a reference: the clean level of every sweep gives the same accuracy.
+    clean = {sweep.name: comparison.columns[0].robustness[sweep.name][sweep.levels.index(sweep.clean_level)]
+             for sweep in SWEEPS}  # fmt: skip
+    assert len(set(clean.values())) == 1
+
+
+def test_the_report_is_written_deterministically(comparison: Comparison, tmp_path: Path) -> None:
+    first = write_report(comparison, tmp_path / "a")
+    second = write_report(comparison, tmp_path / "b")
+    names = sorted(p.name for p in first.parent.iterdir())
+    assert names == sorted(p.name for p in second.parent.iterdir())
+    assert {REPORT_FILE, RELIABILITY_PNG, ROBUSTNESS_PNG} | {f"robustness_{s.name}.png" for s in SWEEPS} == set(names)
+    for name in names:
+        assert (first.parent / name).read_bytes() == (second.parent / name).read_bytes(), name
+    with Image.open(first.parent / RELIABILITY_PNG) as image:
+        assert "Software" not in image.info
+
+
+def test_the_command_line_writes_the_markdown_with_the_directly_computed_numbers(
+    tiny: TinyStore, tmp_path: Path
+) -> None:
+    out = tmp_path / "reports"
+    argv = [
+        "--store", str(tiny.store.root), "--data-dir", str(tiny.data_dir), "--usps", str(tiny.usps_path),
+        "--out", str(out), "--limit", str(LIMIT), "--robustness-images", "12", "--latency-runs", "2",
+        "--throughput-runs", "2", "--versions", "cnn=1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    markdown = (out / REPORT_FILE).read_text(encoding="utf-8")
+    predictions, labels = independent_predictions(tiny)
+    cells = [f"{100 * float((predictions[n] == labels).double().mean()):.2f} %" for n in [*NAMES, ENSEMBLE]]
+    row = next(line for line in markdown.splitlines() if line.startswith("| MNIST test accuracy"))
+    assert [cell.strip().split(" [")[0] for cell in row.strip("|").split("|")[1:]] == cells
+    assert f"USPS: {min(LIMIT, USPS_DIGITS)} test digits" in markdown
+    assert "| multiply-accumulates per image | 1.33 M | 0.42 M | 9.03 M | 10.78 M |" in markdown
+    assert (out / ROBUSTNESS_PNG).stat().st_size > 0
+
+
+def test_the_command_line_reports_an_empty_store(tmp_path: Path) -> None:
+    assert main(["--store", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,42 @@
+"""The command line: ``python -m training --dry-run`` trains all three models quickly and publishes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelstore import ModelStore
+from training.__main__ import main
+from training.data import default_data_dir
+
+
+def test_dry_run_trains_and_publishes_all_models(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    summary_file = tmp_path / "summary.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", "--dry-run", "--store", str(store), "--metrics-out", str(summary_file)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert ModelStore(store).model_names() == ["cnn", "lenet5", "mlp"]
+    summary = json.loads(summary_file.read_text())
+    assert set(summary["models"]) == {"mlp", "lenet5", "cnn"}
+    assert all(row["version"] == 1 for row in summary["models"].values())
+    assert "images/s" in completed.stderr
+
+
+def test_dry_run_without_a_store_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dry-run", "--models", "mlp", "--data-dir", str(default_data_dir())]) == 0
+    assert list(tmp_path.iterdir()) == []

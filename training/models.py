@@ -1,0 +1,138 @@
+"""The network definitions (``nn.Module`` only): MLP, LeNet-5, a small CNN, and the input standardisation layer.
+
+Every network takes standardised ``(N, 1, 28, 28)`` images and returns ``(N, 10)`` logits; :class:`Standardize`
+puts the MNIST mean/std inside the graph so the exported model takes raw ``[0, 1]`` pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modelstore import IMAGE_SIZE, NUM_CLASSES
+
+# Mean and standard deviation of the MNIST training pixels in [0, 1] (the values torchvision's examples use).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+# LeNet-5 was designed for 32x32 inputs: MNIST's 28x28 digits padded by 2 so strokes reach the C1 receptive fields.
+LENET_INPUT_SIZE = 32
+_LENET_PAD = (LENET_INPUT_SIZE - IMAGE_SIZE) // 2
+_LENET_KERNEL = 5
+
+
+class Standardize(nn.Module):
+    """Maps ``[0, 1]`` pixels to zero mean and unit variance with the constants frozen into the graph."""
+
+    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
+        super().__init__()
+        self.mean = mean
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MLP(nn.Module):
+    """Fully connected: two hidden layers with batch norm, ReLU and dropout."""
+
+    HIDDEN = (1024, 512)
+    DROPOUT = 0.2
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = _PIXELS
+        for hidden in self.HIDDEN:
+            layers += [
+                nn.Linear(width, hidden, bias=False),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(),
+                nn.Dropout(self.DROPOUT),
+            ]
+            width = hidden
+        layers.append(nn.Linear(width, NUM_CLASSES))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.net(x)  # (N, 1, 28, 28) -> (N, 784) -> (N, 10)
+        return logits
+
+
+class LeNet5(nn.Module):
+    """LeCun et al. (1998): C1 6@5x5, S2 avg pool, C3 16@5x5, S4 avg pool, C5 120, F6 84, output 10.
+
+    Batch norm after each convolution and dropout before the classifier, as the reference design used them;
+    ReLU replaces the original scaled tanh because it trains faster with batch norm.
+    """
+
+    DROPOUT = 0.25
+
+    def __init__(self) -> None:
+        super().__init__()
+        s4_size = ((LENET_INPUT_SIZE - _LENET_KERNEL + 1) // 2 - _LENET_KERNEL + 1) // 2
+        self.pad = nn.ZeroPad2d(_LENET_PAD)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, _LENET_KERNEL, bias=False),  # C1
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.AvgPool2d(2),  # S2
+            nn.Conv2d(6, 16, _LENET_KERNEL, bias=False),  # C3
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AvgPool2d(2),  # S4
+            nn.Conv2d(16, 120, s4_size, bias=False),  # C5: a 5x5 convolution over the 5x5 maps, i.e. fully connected
+            nn.BatchNorm2d(120),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(120, 84),  # F6
+            nn.ReLU(),
+            nn.Dropout(self.DROPOUT),
+            nn.Linear(84, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad(x)  # (N, 1, 32, 32)
+        x = self.features(x)  # (N, 6, 28, 28) -> (N, 6, 14, 14) -> (N, 16, 10, 10) -> (N, 16, 5, 5) -> (N, 120, 1, 1)
+        logits: torch.Tensor = self.classifier(x)  # (N, 120) -> (N, 84) -> (N, 10)
+        return logits
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+
+
+class SmallCNN(nn.Module):
+    """Three stages of 3x3 conv + batch norm + ReLU (28 -> 14 -> 7), global average pooling, one linear layer.
+
+    About 77 k parameters. The first stage has a single narrow convolution because full-resolution layers
+    dominate the CPU cost; the width goes into the 14x14 and 7x7 stages instead.
+    """
+
+    WIDTHS = (32, 48, 96)
+    DROPOUT = 0.1
+
+    def __init__(self) -> None:
+        super().__init__()
+        c1, c2, c3 = self.WIDTHS
+        self.features = nn.Sequential(
+            *_conv_bn_relu(1, c1),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(c1, c2),
+            *_conv_bn_relu(c2, c2),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(c2, c3),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(self.DROPOUT), nn.Linear(c3, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (N, 32, 14, 14) -> (N, 48, 7, 7) -> (N, 96, 7, 7) -> (N, 96, 1, 1)
+        logits: torch.Tensor = self.classifier(x)  # (N, 96) -> (N, 10)
+        return logits
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet5": LeNet5, "cnn": SmallCNN}
