@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # h11 kept overload tails short where httptools let them grow to seconds; httptools is not a dependency.
     http_implementation: Literal["h11", "httptools"] = "h11"
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="grace period for accepted requests")
+    # Off by default (a stop is immediate); behind a load balancer that polls /health/ready, set it to a little more
+    # than the polling period so that requests stop arriving before the listening socket closes.
+    shutdown_drain_s: float = Field(
+        default=0.0, ge=0, description="after SIGTERM: seconds of readiness 503 while still serving, before stopping"
+    )
 
     model_store_dir: Path = DEFAULT_MODEL_STORE_DIR
     # Empty means every model in the store (including models published later, on reload).
@@ -75,8 +80,8 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(default=2, gt=0)
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # Refuses decompression bombs; still admits a 48-megapixel phone photo.
-    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    # Refuses decompression bombs and bounds one decode near 160 MB (RGBA); admits a 24-megapixel photo.
+    max_image_pixels: int = Field(default=25_000_000, gt=0)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("models", "cors_allow_origins", mode="before")

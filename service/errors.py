@@ -106,3 +106,5 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
 def install_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle_service_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    # Last line of defence: any other exception becomes the generic 500 above, without its text; the server logs it.
+    app.add_exception_handler(Exception, _handle_service_error)

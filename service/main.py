@@ -1,7 +1,7 @@
 """Builds the FastAPI app: routers, error handler, metrics and CORS middleware, and the lifespan. Nothing else.
 
 No model is loaded at import: the lifespan loads, verifies and warms the models, starts the batcher, and on
-shutdown stops intake and drains the queue.
+shutdown stops intake and drains the queue (after a readiness drain on SIGTERM, see ``service.shutdown``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from service.api import health, metrics, models, predict, ui
 from service.config import Settings, get_settings
 from service.deps import STATE_KEY
 from service.errors import install_error_handler
+from service.shutdown import drain_before_sigterm
 from service.state import AppState, start_state
 from service.telemetry import MetricsMiddleware, Telemetry
 
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         state = await start_state(settings, telemetry)
         try:
-            yield {STATE_KEY: state}
+            with drain_before_sigterm(settings.shutdown_drain_s, state.begin_drain):
+                yield {STATE_KEY: state}
         finally:
             await state.stop()
 

@@ -50,12 +50,19 @@ class AppState:
     preprocess_pool: BoundedThreadPool
     upstream: Upstream
     accepting: bool = True
+    # Set on SIGTERM for the pre-stop drain: readiness says 503 while requests are still served.
+    draining: bool = False
     store_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def ready(self) -> bool:
-        """Accepting requests with at least one model loaded, verified and warmed up."""
-        return self.accepting and self.batcher.running and bool(self.registry.models.names())
+        """Accepting requests, not draining, with at least one model loaded, verified and warmed up."""
+        return self.accepting and not self.draining and self.batcher.running and bool(self.registry.models.names())
+
+    def begin_drain(self) -> None:
+        """Turn readiness to 503 so load balancers stop routing here; requests are still served until :meth:`stop`."""
+        self.draining = True
+        logger.info("SIGTERM: readiness is 503; serving for %.1f s more, then stopping", self.settings.shutdown_drain_s)
 
     async def stop(self) -> None:
         """Refuse new work (readiness turns 503), finish every accepted request, then release the threads."""

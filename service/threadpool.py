@@ -34,16 +34,23 @@ class BoundedThreadPool:
         """Jobs running or waiting for a thread."""
         return self._pending
 
+    def check_intake(self) -> None:
+        """Raise now what :meth:`run` would raise for lack of room, so callers can refuse before working.
+
+        :class:`ServiceUnavailableError` once shut down, :class:`QueueFullError` when the backlog is full.
+        """
+        if self._closed:
+            raise ServiceUnavailableError()
+        if self._pending >= self._capacity:
+            raise QueueFullError()
+
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``function(*args, **kwargs)`` in a worker thread; :class:`QueueFullError` if the backlog is full.
 
         A job whose caller is cancelled still runs to the end (threads cannot be interrupted) and keeps its
         slot until then, so the bound holds for the work actually in progress.
         """
-        if self._closed:
-            raise ServiceUnavailableError()
-        if self._pending >= self._capacity:
-            raise QueueFullError()
+        self.check_intake()
         self._pending += 1
         future = self._executor.submit(function, *args, **kwargs)
         loop = asyncio.get_running_loop()

@@ -2,14 +2,14 @@
 
 ``python -m training.compare`` loads the chosen versions through the service's own loader, evaluates them on the
 MNIST test set, under the corruptions of :mod:`training.robustness` and on USPS digits sent through the service's
-preprocessing, times them, and writes ``comparison.md`` plus PNG figures. All but the timings is deterministic.
+preprocessing, and times them; :mod:`training.compare_report` writes the result as ``comparison.md`` plus PNG
+figures. All but the timings is deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import logging
 import math
 import os
@@ -21,58 +21,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: the report is generated on headless machines
-
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from modelstore import IMAGE_SIZE, Manifest, ModelStore, StoreError
 from modelstore.ensemble import calibrated_log_probs, ensemble_probs
-from service.errors import ServiceError
-from service.preprocessing import DecodeLimits, prepare_digit
 from service.registry import LoadedModel, load_model
 from training.data import DATA_DIR_ENV, DataError, balanced_subset, default_data_dir, load_mnist
 from training.export import load_torchscript
 from training.metrics import ECE_BINS, metrics_from_probs
 from training.models import MODELS
-from training.robustness import SWEEPS, Sweep
+from training.robustness import SWEEPS, Sweep, prepare_like_service
 from training.train import DEFAULT_STORE, to_inputs
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("reports")
-REPORT_FILE = "comparison.md"
-RELIABILITY_PNG = "reliability.png"
-ROBUSTNESS_PNG = "robustness.png"
 ENSEMBLE = "ensemble"
 # USPS test digits (Hull 1994, as distributed with Hastie et al., "The Elements of Statistical Learning").
 DEFAULT_USPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "usps" / "zip.test.gz"
 USPS_SIDE_PIXELS = 16
 # USPS digits fill their frame edge to edge; a scan or upload has paper around the digit, so the renderer adds it.
 USPS_MARGIN_PIXELS = 4
-_USPS_LIMITS = DecodeLimits(max_image_pixels=(USPS_SIDE_PIXELS + 2 * USPS_MARGIN_PIXELS) ** 2)
 
 # The two-sided 95 % quantile of the standard normal distribution.
 Z_95 = 1.959963984540054
 # 2,000 class-balanced images keep the 54 corrupted copies to about a minute of CPU time; the 95 % interval of an
 # accuracy near 99 % measured on them is about +-0.5 points.
 ROBUSTNESS_IMAGES = 2000
-TOP_CONFUSIONS = 5
 THROUGHPUT_BATCH = 64
 # Batch-1 latency is a fraction of a millisecond to a few: 200 repetitions give a stable median in under a second.
 LATENCY_RUNS = 200
 THROUGHPUT_RUNS = 30
 _WARMUP_RUNS = 10
+_TIMING_ROUNDS = 5
 # Inference batch for the evaluation passes: large enough to amortise overhead, small enough for any CPU cache.
 _EVAL_BATCH = 1000
-_DPI = 100
-# PNG text chunks matplotlib would add (its version): dropped so a rerun writes identical bytes.
-_PNG_METADATA: dict[str, str | None] = {"Software": None}
 
 
 # -- statistics --------------------------------------------------------------------------------------------------
@@ -127,18 +112,6 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_
         )
         for b in range(bins)
     ]
-
-
-def top_confusions(matrix: Sequence[Sequence[int]], limit: int = TOP_CONFUSIONS) -> list[tuple[int, int, int]]:
-    """The ``limit`` largest off-diagonal cells as ``(true, predicted, count)``, largest first, zeros left out."""
-    cells = [
-        (count, true, predicted)
-        for true, row in enumerate(matrix)
-        for predicted, count in enumerate(row)
-        if true != predicted and count > 0
-    ]
-    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
-    return [(true, predicted, count) for count, true, predicted in cells[:limit]]
 
 
 # -- models --------------------------------------------------------------------------------------------------------
@@ -219,7 +192,7 @@ class Speed:
     throughput_per_s: float
 
 
-def _median_seconds(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> float:
+def _timings(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> list[float]:
     for _ in range(_WARMUP_RUNS):
         run()
     synchronize()
@@ -229,13 +202,17 @@ def _median_seconds(run: Callable[[], object], repeats: int, synchronize: Callab
         run()
         synchronize()
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+    return seconds
 
 
 def measure_speed(
     members: Sequence[LoadedModel], device: torch.device, latency_runs: int, throughput_runs: int
 ) -> dict[str, Speed]:
-    """Per model and for the ensemble (every member in turn, then the combination), on ``device``."""
+    """Per model and for the ensemble (every member in turn, then the combination), on ``device``.
+
+    The runs are split into rounds that visit every model in turn, so a burst of other work on a shared machine
+    slows all of them alike instead of whichever model happened to be measured at the time.
+    """
     synchronize: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     generator = torch.Generator().manual_seed(0)
     single = torch.rand((1, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator).to(device)
@@ -249,13 +226,21 @@ def measure_speed(
         return forward
 
     groups = {member.name: [member] for member in members} | {ENSEMBLE: list(members)}
-    speeds = {}
+    latency: dict[str, list[float]] = {name: [] for name in groups}
+    per_batch: dict[str, list[float]] = {name: [] for name in groups}
+    rounds = min(_TIMING_ROUNDS, latency_runs, throughput_runs)
     with torch.inference_mode():
-        for name, group in groups.items():
-            latency = _median_seconds(run(group, single), latency_runs, synchronize)
-            per_batch = _median_seconds(run(group, batch), throughput_runs, synchronize)
-            speeds[name] = Speed(latency_ms=1000 * latency, throughput_per_s=THROUGHPUT_BATCH / per_batch)
-    return speeds
+        for _ in range(rounds):
+            for name, group in groups.items():
+                latency[name] += _timings(run(group, single), latency_runs // rounds, synchronize)
+                per_batch[name] += _timings(run(group, batch), throughput_runs // rounds, synchronize)
+    return {
+        name: Speed(
+            latency_ms=1000 * statistics.median(latency[name]),
+            throughput_per_s=THROUGHPUT_BATCH / statistics.median(per_batch[name]),
+        )
+        for name in groups
+    }
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -285,27 +270,10 @@ def load_usps(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(grey.reshape(-1, USPS_SIDE_PIXELS, USPS_SIDE_PIXELS)), torch.from_numpy(labels)
 
 
-def usps_png(image: torch.Tensor) -> bytes:
-    """One USPS digit as the 8-bit grey PNG an upload would be, with a background margin around it."""
-    framed = np.pad(image.numpy(), USPS_MARGIN_PIXELS)
-    buffer = io.BytesIO()
-    Image.fromarray(framed).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def prepare_usps(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, 1, 28, 28)`` model inputs from the service's :func:`prepare_digit` and an ``(N,)`` mask of refusals.
-
-    A digit the service refuses (no digit found) gets a blank input and counts as an error.
-    """
-    inputs = torch.zeros(len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
-    refused = torch.zeros(len(images), dtype=torch.bool)
-    for index, image in enumerate(images):
-        try:
-            inputs[index] = prepare_digit(usps_png(image), _USPS_LIMITS).tensor
-        except ServiceError:
-            refused[index] = True
-    return inputs, refused
+def frame_usps(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 16, 16)`` USPS digits to ``(N, 1, 24, 24)`` floats in [0, 1] with a background margin."""
+    margin = USPS_MARGIN_PIXELS
+    return torch.nn.functional.pad(images.float() / 255.0, (margin, margin, margin, margin)).unsqueeze(1)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
@@ -344,7 +312,7 @@ class Agreement:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Everything the report shows; :func:`render_markdown` and the figures are pure functions of it."""
+    """Everything the report shows; the renderers of :mod:`training.compare_report` are pure functions of it."""
 
     manifests: list[Manifest]
     columns: list[Column]
@@ -356,6 +324,8 @@ class Comparison:
     seed: int
     timing_threads: int
     cpu_name: str
+    # The 1-minute load average just before timing: other work on the machine slows the timings down.
+    load_average: float
     latency_runs: int
     throughput_runs: int
     cuda_device: str | None
@@ -371,7 +341,7 @@ def _robustness(
     curves: dict[str, list[float]] = {name: [] for name in [*(m.name for m in members), ENSEMBLE]}
     for level in sweep.levels:
         # The same seed at every level: each image keeps its direction or noise pattern, only the strength grows.
-        corrupted = sweep.corrupt(inputs, level, torch.Generator().manual_seed(seed))
+        corrupted = sweep.apply(inputs, level, torch.Generator().manual_seed(seed))
         log_probs = [predict_log_probs(member, corrupted) for member in members]
         for member, member_log_probs in zip(members, log_probs, strict=True):
             curves[member.name].append(_accuracy(member_log_probs.argmax(dim=1), labels))
@@ -440,7 +410,7 @@ def build_comparison(options: CompareOptions) -> Comparison:
     if options.limit is not None:
         chosen = balanced_subset(usps_labels, options.limit, options.seed)
         usps_images, usps_labels = usps_images[chosen], usps_labels[chosen]
-    usps_inputs, refused = prepare_usps(usps_images)
+    usps_inputs, refused = prepare_like_service(frame_usps(usps_images))
     usps_log_probs = [predict_log_probs(member, usps_inputs) for member in members]
     usps_predictions = {m.name: lp.argmax(dim=1) for m, lp in zip(members, usps_log_probs, strict=True)}
     usps_predictions[ENSEMBLE] = combine(members, usps_log_probs).argmax(dim=1)
@@ -449,6 +419,7 @@ def build_comparison(options: CompareOptions) -> Comparison:
     subset = balanced_subset(labels, min(options.robustness_images, len(labels)), options.seed)
     curves = [_robustness(members, inputs[subset], labels[subset], sweep, options.seed) for sweep in SWEEPS]
 
+    load_average = os.getloadavg()[0]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(options.timing_threads)
     try:
@@ -498,291 +469,11 @@ def build_comparison(options: CompareOptions) -> Comparison:
         seed=options.seed,
         timing_threads=options.timing_threads,
         cpu_name=cpu_name(),
+        load_average=load_average,
         latency_runs=options.latency_runs,
         throughput_runs=options.throughput_runs,
         cuda_device=cuda_name,
     )
-
-
-# -- figures ---------------------------------------------------------------------------------------------------------
-
-
-def _save(figure: Any, path: Path) -> None:
-    figure.savefig(path, format="png", dpi=_DPI, metadata=_PNG_METADATA)
-    plt.close(figure)
-
-
-def _plot_sweep(axes: Any, comparison: Comparison, index: int) -> None:
-    sweep = SWEEPS[index]
-    for column in comparison.columns:
-        style = {"linewidth": 2.5, "color": "black"} if column.name == ENSEMBLE else {"linewidth": 1.5}
-        axes.plot(sweep.levels, [100 * a for a in column.robustness[sweep.name]], marker="o", markersize=3,
-                  label=column.name, **style)  # fmt: skip
-    axes.set_title(sweep.title, fontsize=10)
-    axes.set_xlabel(sweep.unit)
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.grid(alpha=0.3)
-
-
-def plot_reliability(comparison: Comparison, path: Path) -> None:
-    """Reliability diagrams, one panel per column: accuracy against mean confidence per bin, and bin counts."""
-    columns = comparison.columns
-    figure, panels = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.6), sharey=True, squeeze=False)
-    for axes, column in zip(panels[0], columns, strict=True):
-        filled = [b for b in column.reliability if b.count]
-        width = 1.0 / len(column.reliability)
-        axes.bar([b.lower for b in filled], [b.accuracy for b in filled], width=width, align="edge",
-                 edgecolor="black", linewidth=0.5, label="accuracy")  # fmt: skip
-        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-        axes.scatter([b.confidence for b in filled], [b.accuracy for b in filled], color="tab:red", s=10, zorder=3,
-                     label="(mean confidence, accuracy)")  # fmt: skip
-        for b in filled:
-            axes.annotate(str(b.count), (b.lower + width / 2, 0.02), ha="center", fontsize=6, rotation=90)
-        axes.set_title(f"{column.name}: ECE {column.test['ece']:.4f}", fontsize=10)
-        axes.set_xlabel("confidence")
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1)
-    panels[0][0].set_ylabel("accuracy (bin counts at the bottom)")
-    panels[0][0].legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
-    _save(figure, path)
-
-
-def plot_robustness(comparison: Comparison, out_dir: Path) -> list[str]:
-    """One PNG per sweep, and an overview grid of all sweeps plus USPS accuracy; returns the file names."""
-    names = []
-    for index, sweep in enumerate(SWEEPS):
-        figure, axes = plt.subplots(figsize=(5, 3.6))
-        _plot_sweep(axes, comparison, index)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
-        names.append(f"robustness_{sweep.name}.png")
-        _save(figure, out_dir / names[-1])
-    figure, grid = plt.subplots(2, 4, figsize=(16, 7.5))
-    cells = list(grid.flat)
-    for index, axes in enumerate(cells[: len(SWEEPS)]):
-        _plot_sweep(axes, comparison, index)
-    usps_axes = cells[len(SWEEPS)]
-    columns = comparison.columns
-    heights = [100 * c.usps_correct / max(comparison.usps_images, 1) for c in columns]
-    usps_axes.bar([c.name for c in columns], heights, color=[f"C{i}" for i in range(len(columns) - 1)] + ["black"])
-    for position, height in enumerate(heights):
-        usps_axes.annotate(f"{height:.1f}", (position, height + 1), ha="center", fontsize=8)
-    usps_axes.set_title("USPS digits through the service's preprocessing", fontsize=10)
-    usps_axes.set_ylabel("accuracy (%)")
-    usps_axes.set_ylim(0, 100)
-    cells[0].legend(fontsize=8, loc="lower left")
-    figure.suptitle(f"Robustness on {comparison.robustness_images} MNIST test images (seed {comparison.seed})")
-    figure.tight_layout()
-    _save(figure, out_dir / ROBUSTNESS_PNG)
-    return names
-
-
-# -- markdown --------------------------------------------------------------------------------------------------------
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f} %"
-
-
-def _with_interval(successes: int, total: int) -> str:
-    low, high = wilson_interval(successes, total)
-    return f"{_pct(successes / max(total, 1))} [{100 * low:.2f}, {100 * high:.2f}]"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _size(size_bytes: int) -> str:
-    return f"{size_bytes / 1024:,.0f} KiB"
-
-
-def _speed_rows(device: str, speeds: Sequence[Speed | None]) -> list[list[str]]:
-    return [
-        [f"{device} latency, batch 1 (median)", *(f"{s.latency_ms:.2f} ms" if s else "-" for s in speeds)],
-        [
-            f"{device} throughput, batch {THROUGHPUT_BATCH} (median)",
-            *(f"{s.throughput_per_s:,.0f} images/s" if s else "-" for s in speeds),
-        ],
-    ]
-
-
-def summary_rows(comparison: Comparison) -> list[list[str]]:
-    """The side-by-side table: one row per measurement, one column per model and the ensemble."""
-    columns = comparison.columns
-    n = comparison.test_images
-
-    def row(title: str, cell: Callable[[Column], str]) -> list[str]:
-        return [title, *(cell(c) for c in columns)]
-
-    rows = [
-        row("MNIST test accuracy [95 % CI]", lambda c: _with_interval(round(c.test["accuracy"] * n), n)),
-        row("macro precision", lambda c: _pct(c.test["macro_precision"])),
-        row("macro recall", lambda c: _pct(c.test["macro_recall"])),
-        row("macro F1", lambda c: _pct(c.test["macro_f1"])),
-        row("errors", lambda c: f"{n - round(c.test['accuracy'] * n)} of {n}"),
-        row("log loss (calibrated)", lambda c: f"{c.test['log_loss']:.4f}"),
-        row(f"ECE ({ECE_BINS} bins, calibrated)", lambda c: f"{c.test['ece']:.4f}"),
-        row("USPS accuracy [95 % CI]", lambda c: _with_interval(c.usps_correct, comparison.usps_images)),
-        row("parameters", lambda c: f"{c.parameters:,}"),
-        row("file size", lambda c: _size(c.size_bytes)),
-        row("multiply-accumulates per image", lambda c: f"{c.macs / 1e6:.2f} M"),
-    ]
-    rows += _speed_rows("CPU", [c.cpu for c in columns])
-    if comparison.cuda_device is not None:
-        rows += _speed_rows("CUDA", [c.cuda for c in columns])
-    return rows
-
-
-def _header(comparison: Comparison) -> list[str]:
-    return ["", *(c.name for c in comparison.columns)]
-
-
-def _models_section(comparison: Comparison) -> list[str]:
-    rows = [
-        [
-            m.name,
-            str(m.version),
-            m.created.date().isoformat(),
-            f"`{m.sha256[:12]}`",
-            f"{m.temperature:.3f}",
-            f"{m.ensemble_weight:.2f}",
-        ]  # fmt: skip
-        for m in comparison.manifests
-    ]
-    header = ["model", "version", "published", "sha256", "temperature", "ensemble weight"]
-    return ["## Models", "", *_table(header, rows), ""]
-
-
-def _robustness_section(comparison: Comparison, figure_names: Sequence[str]) -> list[str]:
-    lines = [
-        "## Robustness",
-        "",
-        f"Accuracy on a fixed, class-balanced subset of {comparison.robustness_images} MNIST test images (seed "
-        f"{comparison.seed}) under each corruption; directions, signs and noise are drawn once per image, so only "
-        "the strength changes along a curve. Rotation and scaling act about the digit's centre of mass. "
-        "Translation moves each digit by whole pixels left, right, up or down, and is shown as the model receives "
-        "it and after the service's centring (crop to the ink, centre of mass to the middle), which undoes "
-        "everything but ink pushed out of the frame. Stroke width is grey-level erosion (negative) or dilation "
-        "(positive) with a 3x3 window. Noise is clipped to [0, 1].",
-        "",
-        f"![robustness]({ROBUSTNESS_PNG})",
-        "",
-    ]
-    for sweep, figure_name in zip(SWEEPS, figure_names, strict=True):
-        rows = [
-            [f"{level:g}", *(_pct(c.robustness[sweep.name][i]) for c in comparison.columns)]
-            for i, level in enumerate(sweep.levels)
-        ]
-        lines += [f"### {sweep.title} ([figure]({figure_name}))", ""]
-        lines += _table([sweep.unit, *(c.name for c in comparison.columns)], rows) + [""]
-    return lines
-
-
-def _agreement_section(comparison: Comparison) -> list[str]:
-    agreement = comparison.agreement
-    columns = [c.name for c in comparison.columns]
-    disagree = agreement.samples - agreement.all_agree
-    rows = [
-        ["all single models agree", f"{agreement.all_agree} ({_pct(agreement.all_agree / agreement.samples)})",
-         f"{_pct(agreement.accuracy_when_agree)} (the shared answer)"],
-        ["they disagree", f"{disagree} ({_pct(disagree / agreement.samples)})",
-         ", ".join(f"{name} {_pct(agreement.accuracy_when_disagree[name])}" for name in columns)],
-    ]  # fmt: skip
-    verdict = "is" if agreement.p_value < 0.05 and agreement.ensemble_only > agreement.best_only else "is not"
-    return [
-        "## Agreement",
-        "",
-        *_table(["test images where", "count", "accuracy"], rows),
-        "",
-        f"Ensemble against the best single model ({agreement.best_single}): the ensemble alone is right on "
-        f"{agreement.ensemble_only} images, {agreement.best_single} alone on {agreement.best_only}. McNemar's exact "
-        f"test (two-sided binomial on the discordant pairs): p = {agreement.p_value:.3g}; the ensemble {verdict} "
-        "significantly better at the 5 % level. (The best model is picked on this same test set, which favours it.)",
-        "",
-    ]
-
-
-def render_markdown(comparison: Comparison, figure_names: Sequence[str]) -> str:
-    """The report's markdown; figures are referenced by relative file name."""
-    columns = comparison.columns
-    per_class = [
-        [str(digit), *(_pct(c.test["per_class"][str(digit)]["f1"]) for c in columns)]
-        for digit in range(len(columns[0].test["per_class"]))
-    ]
-    confusions = [top_confusions(c.test["confusion_matrix"]) for c in columns]
-    confusion_rows = [
-        [str(rank + 1), *(f"{p[rank][0]} → {p[rank][1]} ({p[rank][2]})" if rank < len(p) else "" for p in confusions)]
-        for rank in range(max((len(p) for p in confusions), default=0))
-    ]
-    cuda = comparison.cuda_device or "none present when this report was generated"
-    lines = [
-        "# Model comparison",
-        "",
-        "Generated by `python -m training.compare`; rerun it after publishing new versions. Every number except "
-        f"the timings is deterministic (seed {comparison.seed}).",
-        "",
-        f"- MNIST: the official test set, {comparison.test_images} images, never used for training or model "
-        "selection. Probabilities are calibrated with each manifest's temperature, as the service serves them.",
-        f"- USPS: {comparison.usps_images} test digits from another population of writers, each rendered as an 8-bit "
-        f"PNG with a {USPS_MARGIN_PIXELS}-pixel margin and sent through the service's `prepare_digit`; "
-        f"{comparison.usps_refused} refused by it count as errors.",
-        "- Ensemble: the service's rule (`modelstore.ensemble`): weighted geometric mean of the calibrated "
-        "probabilities, with each manifest's `ensemble_weight`.",
-        f"- Timings: {comparison.cpu_name}, {comparison.timing_threads} torch thread(s) (the service runs one per "
-        f"worker by default, `DIGITS_TORCH_THREADS`), torch {torch.__version__}, the graph the service "
-        f"runs (frozen and optimised for inference); median of {comparison.latency_runs} batch-1 and "
-        f"{comparison.throughput_runs} batch-{THROUGHPUT_BATCH} runs after warm-up; ensemble = every model in turn "
-        "plus the combination. "
-        f"CUDA: {cuda}.",
-        "- Multiply-accumulates: counted by `torch.utils.flop_counter.FlopCounterMode` running the stored "
-        "TorchScript graph on one image (convolutions and matrix products; batch norm, activations and pooling "
-        "are not counted).",
-        "",
-        *_models_section(comparison),
-        "## Summary",
-        "",
-        *_table(_header(comparison), summary_rows(comparison)),
-        "",
-        "## Per-class F1",
-        "",
-        *_table(["digit", *(c.name for c in columns)], per_class),
-        "",
-        f"## Most confused pairs (true → predicted (count), top {TOP_CONFUSIONS})",
-        "",
-        *_table(["rank", *(c.name for c in columns)], confusion_rows),
-        "",
-        "## Calibration",
-        "",
-        f"Reliability diagrams on the MNIST test set ({ECE_BINS} equal-width confidence bins; bars are the accuracy "
-        "per bin, dots the mean confidence against it, numbers the images per bin).",
-        "",
-        f"![reliability diagrams]({RELIABILITY_PNG})",
-        "",
-        *_robustness_section(comparison, figure_names),
-        "## USPS",
-        "",
-        *_table(
-            ["", *(c.name for c in columns)],
-            [["accuracy [95 % CI]", *(_with_interval(c.usps_correct, comparison.usps_images) for c in columns)]],
-        ),
-        "",
-        *_agreement_section(comparison),
-    ]
-    return "\n".join(lines)
-
-
-def write_report(comparison: Comparison, out_dir: Path) -> Path:
-    """Write the markdown and its PNGs into ``out_dir``; returns the markdown's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_reliability(comparison, out_dir / RELIABILITY_PNG)
-    figure_names = plot_robustness(comparison, out_dir)
-    path = out_dir / REPORT_FILE
-    path.write_text(render_markdown(comparison, figure_names), encoding="utf-8")
-    return path
 
 
 # -- command line ----------------------------------------------------------------------------------------------------
@@ -816,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Imported here: the report module renders this module's types, so importing it at the top would be circular.
+    from training.compare_report import write_report
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,12 +1,13 @@
 """Image corruptions for the robustness curves: batched, pure functions of ``(N, 1, H, W)`` tensors in ``[0, 1]``.
 
 Geometric warps act about each image's centre of mass, so a rotation or scaling does not also shift the digit.
-:data:`SWEEPS` lists the curves the comparison report draws: each is one corruption at increasing strength,
-with its random choices (directions, noise) drawn from the generator it is given, so a seed fixes the curve.
+:data:`SWEEPS` lists the curves the comparison report draws: one corruption at increasing strength, optionally
+followed by the service's own preprocessing; random choices come from the generator given, so a seed fixes a curve.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from service.errors import NoDigitFoundError
-from service.preprocessing import center_by_mass, crop_to_content
+from modelstore import IMAGE_SIZE
+from service.errors import NoDigitFoundError, ServiceError
+from service.preprocessing import DecodeLimits, center_by_mass, crop_to_content, prepare_digit
 
 # A Gaussian kernel is cut at this many standard deviations: the tail beyond holds under 0.3 % of its mass.
 _KERNEL_SIGMAS = 3.0
@@ -97,6 +100,35 @@ def recentre(images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(centred)).unsqueeze(1).to(images.device, images.dtype)
 
 
+def grey_png(image: torch.Tensor) -> bytes:
+    """A ``(1, H, W)`` image in ``[0, 1]`` as the 8-bit grey PNG a client would upload."""
+    pixels = (image[0].detach().cpu().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def prepare_like_service(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image sent as a PNG through :func:`service.preprocessing.prepare_digit`, exactly as an upload is.
+
+    Returns the ``(N, 1, 28, 28)`` model inputs and an ``(N,)`` mask of the images the service refuses (no digit
+    found); those get a blank input, so they count as errors.
+    """
+    limits = DecodeLimits(max_image_pixels=images.shape[-2] * images.shape[-1])
+    prepared = torch.zeros(len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
+    refused = torch.zeros(len(images), dtype=torch.bool)
+    for index, image in enumerate(images):
+        try:
+            prepared[index] = prepare_digit(grey_png(image), limits).tensor
+        except ServiceError:
+            refused[index] = True
+    return prepared.to(images.device), refused
+
+
+def _prepared(images: torch.Tensor) -> torch.Tensor:
+    return prepare_like_service(images)[0]
+
+
 def dilate(images: torch.Tensor, steps: int) -> torch.Tensor:
     """Grey-level dilation by ``steps`` 3x3 max filters: strokes thicken by ``steps`` pixels on each side."""
     for _ in range(steps):
@@ -110,9 +142,16 @@ def erode(images: torch.Tensor, steps: int) -> torch.Tensor:
     return -dilate(-images, steps)
 
 
-def change_stroke_width(images: torch.Tensor, steps: int) -> torch.Tensor:
-    """Dilate for positive ``steps``, erode for negative ones, identity at zero."""
-    return dilate(images, steps) if steps >= 0 else erode(images, -steps)
+def change_stroke_width(images: torch.Tensor, steps: float) -> torch.Tensor:
+    """Dilate for positive ``steps``, erode for negative ones, identity at zero.
+
+    A fractional step blends the nearest whole steps: on anti-aliased strokes that is a sub-pixel width change.
+    """
+    morph = dilate if steps >= 0 else erode
+    whole = math.floor(abs(steps))
+    fraction = abs(steps) - whole
+    base = morph(images, whole)
+    return base if fraction == 0 else torch.lerp(base, morph(base, 1), fraction)
 
 
 def add_gaussian_noise(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -149,9 +188,10 @@ Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
 @dataclass(frozen=True)
 class Sweep:
-    """One robustness curve: ``corrupt(images, level, generator)`` at each of ``levels``.
+    """One robustness curve: :meth:`apply` at each of ``levels``.
 
-    ``clean_level`` is the level that leaves images unchanged. Callers pass a generator seeded the same way at
+    ``corrupt(images, level, generator)`` is the identity at ``clean_level``; ``then``, when set, is what the
+    service does to the corrupted image before a model sees it. Callers pass a generator seeded the same way at
     every level, so each image keeps its direction (or noise pattern) and only the strength changes.
     """
 
@@ -161,6 +201,11 @@ class Sweep:
     levels: tuple[float, ...]
     clean_level: float
     corrupt: Corruption
+    then: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def apply(self, images: torch.Tensor, level: float, generator: torch.Generator) -> torch.Tensor:
+        corrupted = self.corrupt(images, level, generator)
+        return corrupted if self.then is None else self.then(corrupted)
 
 
 def _rotation(images: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
@@ -171,34 +216,34 @@ def _translation(images: torch.Tensor, pixels: float, generator: torch.Generator
     return translate(images, pixels * random_directions(len(images), generator))
 
 
-def _translation_recentred(images: torch.Tensor, pixels: float, generator: torch.Generator) -> torch.Tensor:
-    return recentre(_translation(images, pixels, generator))
-
-
 def _scaling(images: torch.Tensor, factor: float, _generator: torch.Generator) -> torch.Tensor:
     return scale(images, factor)
 
 
 def _stroke(images: torch.Tensor, steps: float, _generator: torch.Generator) -> torch.Tensor:
-    return change_stroke_width(images, round(steps))
+    return change_stroke_width(images, steps)
 
 
 def _blur(images: torch.Tensor, sigma_px: float, _generator: torch.Generator) -> torch.Tensor:
     return gaussian_blur(images, sigma_px)
 
 
+_SHIFTS_PX = (0, 1, 2, 3, 4, 5, 6)
+_NOISE_SIGMAS = (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 # Levels run from clean to clearly out of distribution. MNIST digits fill a 20-pixel box in a 28-pixel frame, so
-# a shift beyond 4 pixels or a scale beyond 1.4 starts to cut ink off at the border.
+# a shift beyond 4 pixels or a scale beyond 1.4 starts to cut ink off at the border; MNIST strokes are 2-4 pixels
+# wide, so two erosion steps erase most of them.
 SWEEPS: tuple[Sweep, ...] = (
     Sweep("rotation", "rotation (random sign)", "degrees", (0, 5, 10, 15, 20, 25, 30, 35, 40, 45), 0, _rotation),
-    Sweep("translation", "translation, no centring", "pixels", (0, 1, 2, 3, 4, 5, 6), 0, _translation),
+    Sweep("translation", "translation, no centring", "pixels", _SHIFTS_PX, 0, _translation),
     Sweep(
         "translation_recentred",
         "translation, then the service's centring",
         "pixels",
-        (0, 1, 2, 3, 4, 5, 6),
+        _SHIFTS_PX,
         0,
-        _translation_recentred,
+        _translation,
+        then=recentre,
     ),
     Sweep(
         "scale",
@@ -208,7 +253,23 @@ SWEEPS: tuple[Sweep, ...] = (
         1.0,
         _scaling,
     ),
-    Sweep("stroke", "stroke width (erosion < 0 < dilation)", "pixels per side", (-2, -1, 0, 1, 2, 3), 0, _stroke),
-    Sweep("noise", "Gaussian noise", "sigma (full ink = 1)", (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), 0, add_gaussian_noise),
+    Sweep(
+        "stroke",
+        "stroke width (erosion < 0 < dilation)",
+        "pixels per side",
+        (-1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3),
+        0,
+        _stroke,
+    ),
+    Sweep("noise", "Gaussian noise", "sigma (full ink = 1)", _NOISE_SIGMAS, 0, add_gaussian_noise),
+    Sweep(
+        "noise_preprocessed",
+        "Gaussian noise, then the service's preprocessing",
+        "sigma (full ink = 1)",
+        _NOISE_SIGMAS,
+        0,
+        add_gaussian_noise,
+        then=_prepared,
+    ),
     Sweep("blur", "Gaussian blur", "sigma (pixels)", (0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), 0, _blur),
 )

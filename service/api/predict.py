@@ -105,6 +105,8 @@ async def predict(
     # One snapshot for the whole request: a hot reload meanwhile cannot change or mix its versions.
     snapshot = state.registry.models
     selected = select_models(snapshot, models)
+    # Both bounded stages are asked before the upload is read: under overload, refusing costs no body bytes.
+    state.preprocess_pool.check_intake()
     state.batcher.check_intake()
     with state.upstream.track():
         data = await read_upload(request, state.settings.max_upload_bytes)

@@ -15,6 +15,7 @@ from tests.service.conftest import (  # noqa: F401  (fixtures shared with the se
     _no_digits_environment,
     app,
     client,
+    digit_png,
     pristine_store,
     settings,
     store,

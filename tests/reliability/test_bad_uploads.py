@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from service import errors
 from service.main import create_app
@@ -37,6 +37,8 @@ CHUNK_BYTES = 4096
 BOUNDARY = "reliability"
 PAGE_PIXELS = 160
 SCALE = 4
+# Where the scaled digit's corner sits on the page: off centre, as on a real page.
+DIGIT_CORNER = (12, 30)
 GIF_FRAMES = 300
 HUGE_EXIF_ENTRIES = 60_000
 
@@ -47,7 +49,7 @@ def on_paper(digit: npt.NDArray[np.uint8]) -> Image.Image:
     """Mode "L": the digit black on white, scaled up and off centre, as a scan of a handwritten page would be."""
     size = digit.shape[0] * SCALE
     page = Image.new("L", (PAGE_PIXELS, PAGE_PIXELS), 255)
-    page.paste(Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR), (12, 30))
+    page.paste(Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR), DIGIT_CORNER)
     return page
 
 
@@ -89,7 +91,8 @@ def committed_client() -> Iterator[TestClient]:
 def digits(mnist_test: tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]) -> list[Digit]:
     """The first test digit of each class, 0 to 9."""
     pixels, labels = mnist_test
-    return [(pixels[index], label) for label in range(10) for index in [int(np.flatnonzero(labels == label)[0])]]
+    first_of_each = [int(np.flatnonzero(labels == label)[0]) for label in range(10)]
+    return [(pixels[index], int(labels[index])) for index in first_of_each]
 
 
 def assert_still_ready(client: TestClient) -> None:
@@ -143,15 +146,15 @@ def test_predict_valid_unusual_encoding_returns_200_with_the_right_digit(
 def test_predict_gif_with_hundreds_of_frames_reads_the_first_one(
     committed_client: TestClient, digits: list[Digit]
 ) -> None:
-    pixels = [digit for digit, _ in digits]
-    data = gif_with_other_digits_after(pixels[7], pixels[:7] + pixels[8:])
-    with Image.open(io.BytesIO(data)) as animation:
+    first, label = digits[7]
+    data = gif_with_other_digits_after(first, [pixels for pixels, other in digits if other != label])
+    with GifImagePlugin.GifImageFile(io.BytesIO(data)) as animation:
         assert animation.n_frames == GIF_FRAMES
 
     response = committed_client.post("/predict", files=upload(data))
 
     assert response.status_code == 200
-    assert response.json()["ensemble"]["label"] == digits[7][1]
+    assert response.json()["ensemble"]["label"] == label
     assert_still_ready(committed_client)
 
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import io
 import shutil
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from fastapi import FastAPI
+from fastapi.testclient import TestClient as TestClient
 from PIL import Image, ImageDraw
 from torch import nn
 
 from modelstore import NUM_CLASSES, Manifest, ModelStore
 from service.config import Settings
 from service.main import create_app
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers the httpx2 fork for its TestClient but still supports httpx, which is what is installed.
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
-    from fastapi.testclient import TestClient as TestClient
+from training.export import to_torchscript
 
 # Each stand-in model answers with fixed logits whatever the image, so tests know the exact probabilities.
 FIXED_LOGITS: dict[str, list[float]] = {
@@ -54,9 +50,7 @@ class WrongOutput(nn.Module):
 
 
 def script_to_file(module: nn.Module, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        torch.jit.save(torch.jit.script(module.eval()), str(path))
+    path.write_bytes(to_torchscript(module))
     return path
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import GifImagePlugin, Image, ImageDraw
 
 from modelstore import ModelStore
 from service.errors import (
@@ -195,8 +195,7 @@ def test_huge_exif_block_is_decoded_quickly(reference: Image2D) -> None:
 def test_animated_gif_uses_only_the_first_frame_and_stays_fast() -> None:
     single = prepare_digit(images.animated_gif(images.seven(), 1), LIMITS).tensor
     data = images.animated_gif(images.seven(), 400)
-    with Image.open(io.BytesIO(data)) as animation:
-        assert animation.n_frames == 400
+    assert GifImagePlugin.GifImageFile(io.BytesIO(data)).n_frames == 400
     started = time.perf_counter()
     many = prepare_digit(data, LIMITS).tensor
     assert time.perf_counter() - started < 1.0

@@ -1,4 +1,4 @@
-"""The comparison report: its statistics on hand-made cases, USPS reading, and the generator on a tiny store."""
+"""The comparison's measurements: statistics on hand-made cases, USPS reading, and the generator on a tiny store."""
 
 from __future__ import annotations
 
@@ -10,33 +10,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from modelstore import ModelStore
 from modelstore.ensemble import calibrated_log_probs, ensemble_probs
 from training.compare import (
     ENSEMBLE,
-    RELIABILITY_PNG,
-    REPORT_FILE,
-    ROBUSTNESS_PNG,
     CompareOptions,
     Comparison,
     build_comparison,
     count_macs,
+    frame_usps,
     load_usps,
     main,
     mcnemar_exact,
     parse_pins,
-    prepare_usps,
     reliability_bins,
-    top_confusions,
     wilson_interval,
-    write_report,
 )
+from training.compare_report import REPORT_FILE, ROBUSTNESS_PNG
 from training.data import DataError, balanced_subset, load_mnist
 from training.export import load_torchscript, publish_model
 from training.metrics import expected_calibration_error
-from training.robustness import SWEEPS, centre_of_mass
+from training.robustness import SWEEPS, centre_of_mass, prepare_like_service
 from training.train import build_network, to_inputs
 
 from .conftest import write_mnist
@@ -75,12 +70,6 @@ def test_mcnemar_exact_matches_the_hand_computed_binomial_tail(
     only_first: int, only_second: int, p_value: float
 ) -> None:
     assert mcnemar_exact(only_first, only_second) == pytest.approx(p_value, rel=1e-12)
-
-
-def test_top_confusions_are_the_largest_off_diagonal_cells_in_a_stable_order() -> None:
-    matrix = [[50, 3, 0], [1, 40, 3], [7, 0, 45]]
-    assert top_confusions(matrix, limit=3) == [(2, 0, 7), (0, 1, 3), (1, 2, 3)]
-    assert top_confusions([[5, 0], [0, 5]]) == []
 
 
 def test_reliability_bins_add_up_to_the_expected_calibration_error() -> None:
@@ -144,17 +133,18 @@ def test_load_usps_rejects_a_malformed_file(tmp_path: Path, content: str, messag
         load_usps(path)
 
 
-def test_usps_digits_go_through_the_service_preprocessing(tmp_path: Path) -> None:
+def test_usps_digits_are_framed_with_a_background_margin_for_the_service(tmp_path: Path) -> None:
     images, _ = load_usps(write_usps(tmp_path / "zip.test.gz", 3))
-    blank = torch.zeros(1, 16, 16, dtype=torch.uint8)
-    inputs, refused = prepare_usps(torch.cat([images, blank]))
-    assert inputs.shape == (4, 1, 28, 28)
-    assert refused.tolist() == [False, False, False, True]
+    framed = frame_usps(images)
+    assert framed.shape == (3, 1, 24, 24)
+    torch.testing.assert_close(framed[:, 0, 4:20, 4:20], images.float() / 255.0)
+    assert float(framed.sum()) == float(images.float().sum()) / 255.0
+    prepared, refused = prepare_like_service(framed)
+    assert not refused.any()
     # The service scales the 14-pixel-tall bar to the 20-pixel box and centres it by mass at (14, 14).
-    rows = torch.nonzero(inputs[0, 0].sum(dim=1)).flatten()
+    rows = torch.nonzero(prepared[0, 0].sum(dim=1)).flatten()
     assert int(rows[-1] - rows[0]) + 1 == 20
-    torch.testing.assert_close(centre_of_mass(inputs[:3]), torch.full((3, 2), 14.0), atol=0.5, rtol=0)
-    assert float(inputs[3].abs().sum()) == 0.0
+    torch.testing.assert_close(centre_of_mass(prepared), torch.full((3, 2), 14.0), atol=0.501, rtol=0)
 
 
 # -- the generator on a tiny store -----------------------------------------------------------------------------------
@@ -277,22 +267,11 @@ def test_robustness_curves_start_at_the_clean_accuracy(comparison: Comparison) -
             curve = column.robustness[sweep.name]
             assert len(curve) == len(sweep.levels)
             assert all(0.0 <= accuracy <= 1.0 for accuracy in curve)
-    # Only one of the columns needs a reference: the clean level of every sweep gives the same accuracy.
-    clean = {sweep.name: comparison.columns[0].robustness[sweep.name][sweep.levels.index(sweep.clean_level)]
-             for sweep in SWEEPS}  # fmt: skip
-    assert len(set(clean.values())) == 1
-
-
-def test_the_report_is_written_deterministically(comparison: Comparison, tmp_path: Path) -> None:
-    first = write_report(comparison, tmp_path / "a")
-    second = write_report(comparison, tmp_path / "b")
-    names = sorted(p.name for p in first.parent.iterdir())
-    assert names == sorted(p.name for p in second.parent.iterdir())
-    assert {REPORT_FILE, RELIABILITY_PNG, ROBUSTNESS_PNG} | {f"robustness_{s.name}.png" for s in SWEEPS} == set(names)
-    for name in names:
-        assert (first.parent / name).read_bytes() == (second.parent / name).read_bytes(), name
-    with Image.open(first.parent / RELIABILITY_PNG) as image:
-        assert "Software" not in image.info
+    # Without a service step, every curve starts from the same uncorrupted images, hence the same accuracy.
+    raw = [sweep for sweep in SWEEPS if sweep.then is None]
+    for column in comparison.columns:
+        clean = {column.robustness[s.name][s.levels.index(s.clean_level)] for s in raw}
+        assert len(clean) == 1, column.name
 
 
 def test_the_command_line_writes_the_markdown_with_the_directly_computed_numbers(

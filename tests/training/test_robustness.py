@@ -14,6 +14,7 @@ from training.robustness import (
     centre_of_mass,
     change_stroke_width,
     gaussian_blur,
+    prepare_like_service,
     recentre,
     rotate,
     scale,
@@ -124,6 +125,29 @@ def test_one_dilation_step_grows_a_dot_into_a_3x3_square_and_one_erosion_removes
     torch.testing.assert_close(change_stroke_width(square, -1), dot)
 
 
+def test_half_steps_change_the_ink_between_the_whole_steps() -> None:
+    images = digit_like()
+
+    def mass(steps: float) -> torch.Tensor:
+        return change_stroke_width(images, steps).sum(dim=(1, 2, 3))
+
+    for lower, middle, upper in ((-1, -0.5, 0), (0, 0.5, 1), (1, 1.5, 2)):
+        assert ((mass(lower) < mass(middle)) & (mass(middle) < mass(upper))).all()
+    torch.testing.assert_close(mass(0.5), (mass(0) + mass(1)) / 2)
+
+
+def test_prepare_like_service_sizes_and_centres_each_digit_and_refuses_blank_ones() -> None:
+    images = torch.cat([digit_like(2), torch.zeros(1, 1, SIZE, SIZE)])
+    prepared, refused = prepare_like_service(images)
+    assert prepared.shape == (3, 1, SIZE, SIZE)
+    assert refused.tolist() == [False, False, True]
+    for image in prepared[:2, 0]:
+        rows = torch.nonzero(image.sum(dim=1)).flatten()
+        assert int(rows[-1] - rows[0]) + 1 == 20  # MNIST's 20-pixel box
+    torch.testing.assert_close(centre_of_mass(prepared[:2]), torch.full((2, 2), 14.0), atol=0.501, rtol=0)
+    assert float(prepared[2].abs().sum()) == 0.0
+
+
 def test_noise_with_sigma_zero_is_the_identity() -> None:
     images = digit_like()
     torch.testing.assert_close(add_gaussian_noise(images, 0.0, torch.Generator().manual_seed(1)), images)
@@ -152,7 +176,7 @@ def test_blur_with_sigma_zero_is_the_identity_and_otherwise_keeps_the_ink_mass()
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda sweep: sweep.name)
-def test_every_sweep_is_the_identity_at_its_clean_level(sweep: Sweep) -> None:
+def test_every_corruption_is_the_identity_at_its_clean_level(sweep: Sweep) -> None:
     images = digit_like()
     assert sweep.clean_level in sweep.levels
     clean = sweep.corrupt(images, sweep.clean_level, torch.Generator().manual_seed(0))
@@ -165,8 +189,8 @@ def test_every_sweep_is_deterministic_for_a_seed_and_changes_a_frame_filling_dig
     # A stroke from row 2 to row 25: the strongest translation pushes ink out of the frame, which centring cannot undo.
     images[:, 0, 2:26, 14] = 1.0
     strongest = max(sweep.levels, key=lambda level: abs(level - sweep.clean_level))
-    first = sweep.corrupt(images, strongest, torch.Generator().manual_seed(7))
-    again = sweep.corrupt(images, strongest, torch.Generator().manual_seed(7))
+    first = sweep.apply(images, strongest, torch.Generator().manual_seed(7))
+    again = sweep.apply(images, strongest, torch.Generator().manual_seed(7))
     assert first.shape == images.shape
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, images, atol=1e-3)
