@@ -78,7 +78,7 @@ def _multipart(data: bytes) -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: float) -> dict[str, int]:
+def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: int) -> dict[str, int]:
     env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_BOUNDARY": BOUNDARY}
     command = ["wrk", f"-c{concurrency}", f"-t{min(2, concurrency)}", f"-d{duration_s}s", "--timeout", "10s"]
     output = subprocess.run(
@@ -91,8 +91,8 @@ def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: float) -> d
     return summary
 
 
-def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: float) -> Result:
-    run_wrk(url, body_file, concurrency, min(2.0, duration_s))  # warm-up: connections, caches, allocator
+def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: int) -> Result:
+    run_wrk(url, body_file, concurrency, min(2, duration_s))  # warm-up: connections, caches, allocator
     raw = run_wrk(url, body_file, concurrency, duration_s)
     errors = sum(raw[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
     return Result(
@@ -129,7 +129,7 @@ def markdown_table(results: list[Result]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per cell (after warm-up)")
+    parser.add_argument("--duration-s", type=int, default=8, help="measured seconds per cell (after warm-up)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -64,11 +64,7 @@ class TrainConfig:
 # The MLP's departures from the shared default recipe. It has no translation invariance, so large shifts only
 # cost it capacity (milder warps), and its epochs are cheap on a CPU (a longer schedule).
 _MLP_AUGMENT = AugmentConfig(rotation_deg=8.0, translate_frac=0.05, scale_min=0.93, scale_max=1.07, shear_deg=5.0)
-# The CNN was still improving on the validation split at epoch 10; five more one-cycle epochs let it converge.
-_DEFAULT_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
-    "mlp": {"epochs": 20, "augment": _MLP_AUGMENT},
-    "cnn": {"epochs": 15},
-}
+_DEFAULT_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"mlp": {"epochs": 20, "augment": _MLP_AUGMENT}}
 
 
 def default_recipe(base: TrainConfig, model: str) -> TrainConfig:

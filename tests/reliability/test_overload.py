@@ -1,11 +1,12 @@
 """Overload on a real uvicorn process: at several times its measured capacity it answers only 200, or 503 with
 ``Retry-After``; accepted requests wait no longer than the queue settings allow; memory stays flat; readiness
-stays 200; and the first request after the load drops is served at once."""
+stays 200; and the first request after the load drops is served at once. A refusal costs no upload bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,8 +17,12 @@ import pytest
 
 from modelstore import ModelStore
 from service import errors
+from service.config import Settings
+from service.deps import STATE_KEY
+from service.main import create_app
 from tests.reliability.conftest import ServerFactory, server_env
 from tests.service import images
+from tests.service.conftest import TestClient
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)
@@ -26,8 +31,8 @@ logger = logging.getLogger(__name__)
 QUEUE_MAX_SIZE = 4
 MAX_BATCH_SIZE = 4
 PREPROCESS_THREADS = 1
-# A 2500 x 2500 PNG costs tens of ms to decode: the service's work, not the HTTP exchange, sets its capacity,
-# so a Python client on the same machine can offer several times that.
+# A 3500 x 3500 PNG (12 megapixels, 70 kB) costs tens of ms to decode: the service's work, not the HTTP exchange,
+# sets its capacity, so a Python client on the same two cores can offer several times that.
 IMAGE_SIDE_PIXELS = 3500
 CAPACITY_WORKERS = PREPROCESS_THREADS + 2
 OVERLOAD_WORKERS = 32
@@ -189,3 +194,27 @@ async def test_overload_is_refused_with_503_and_bounded_latency(store: ModelStor
     assert rss_after_mb - rss_before_mb <= RSS_GROWTH_LIMIT_MB
     assert recovery.status == 200
     assert recovery.latency_s <= RECOVERY_LIMIT_S
+
+
+def test_full_decoding_backlog_refuses_before_reading_the_upload(settings: Settings) -> None:
+    small = settings.model_copy(update={"preprocess_threads": 1, "queue_max_size": 1})
+    release = threading.Event()
+
+    with TestClient(create_app(small)) as client:
+        pool = client.app_state[STATE_KEY].preprocess_pool
+        portal = client.portal
+        assert portal is not None
+        # One decoding job running and one waiting: the backlog is full.
+        held = [portal.start_task_soon(pool.run, release.wait, TIMEOUT_S) for _ in range(2)]
+        deadline = time.monotonic() + TIMEOUT_S
+        while pool.pending < 2 and time.monotonic() < deadline:
+            time.sleep(SAMPLE_S / 10)
+        # Read, this body would be refused with 422 (it holds no multipart file).
+        response = client.post("/predict", content=b"not an upload", headers={"Content-Type": "text/plain"})
+        release.set()
+        finished = [job.result(TIMEOUT_S) for job in held]
+
+    assert finished == [True, True]
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"detail": errors.QueueFullError.default_detail}

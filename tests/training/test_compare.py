@@ -254,8 +254,8 @@ def test_macs_are_the_convolution_and_linear_layers_counted_by_hand(tiny: TinySt
         "mlp": 784 * 1024 + 1024 * 512 + 512 * 10,
         # C1 28x28x6 of 5x5, C3 10x10x16 of 6x5x5, C5 120 of 16x5x5, F6 120x84, output 84x10.
         "lenet5": 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 120 * 16 * 25 + 120 * 84 + 84 * 10,
-        # 3x3 convolutions: 1->32 at 28x28, 32->48 and 48->48 at 14x14, 48->96 at 7x7, then 96x10.
-        "cnn": 9 * (28 * 28 * 32 + 14 * 14 * (32 * 48 + 48 * 48) + 7 * 7 * 48 * 96) + 96 * 10,
+        # 3x3 convolutions: 1->32 at 28x28, 32->64 and 64->64 at 14x14, 64->128 at 7x7, then 128x10.
+        "cnn": 9 * (28 * 28 * 32 + 14 * 14 * (32 * 64 + 64 * 64) + 7 * 7 * 64 * 128) + 128 * 10,
     }
     for name, macs in expected.items():
         assert count_macs(tiny.store.read_verified(name, 1).model_bytes) == macs, name
@@ -290,7 +290,7 @@ def test_the_command_line_writes_the_markdown_with_the_directly_computed_numbers
     row = next(line for line in markdown.splitlines() if line.startswith("| MNIST test accuracy"))
     assert [cell.strip().split(" [")[0] for cell in row.strip("|").split("|")[1:]] == cells
     assert f"USPS: {min(LIMIT, USPS_DIGITS)} test digits" in markdown
-    assert "| multiply-accumulates per image | 1.33 M | 0.42 M | 9.03 M | 10.78 M |" in markdown
+    assert "| multiply-accumulates per image | 1.33 M | 0.42 M | 14.68 M | 16.43 M |" in markdown
     assert (out / ROBUSTNESS_PNG).stat().st_size > 0
 
 

@@ -77,6 +77,7 @@ def test_explicit_flags_override_the_recipe() -> None:
 
 
 def test_default_recipe_flips_nothing_and_augments() -> None:
-    config = config_from_args(build_parser().parse_args([]), "cnn")
+    config = config_from_args(build_parser().parse_args([]), "lenet5")
     assert config == TrainConfig()
     assert config.augment.enabled and not config.augment.hflip
+
