@@ -80,4 +80,3 @@ def test_default_recipe_flips_nothing_and_augments() -> None:
     config = config_from_args(build_parser().parse_args([]), "lenet5")
     assert config == TrainConfig()
     assert config.augment.enabled and not config.augment.hflip
-
