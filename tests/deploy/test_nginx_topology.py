@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.uploads import upload_too_large
 from tests.deploy.conftest import Replicas
 from tests.deploy.files import NGINX_CONF, UPSTREAM_CONF, nginx_body_limit_bytes
-from tests.support.server import free_port
+from tests.support.server import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -140,18 +140,12 @@ def start_load_balancer(prefix: Path, replica_addresses: Sequence[str]) -> LoadB
     with (prefix / "access.log").open("ab") as access_log, (prefix / "stderr.log").open("ab") as stderr_log:
         process = subprocess.Popen(command, stdout=access_log, stderr=stderr_log)
     balancer = LoadBalancer(process=process, port=port, prefix=prefix)
-    deadline = time.monotonic() + NGINX_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx exited with {process.returncode}:\n{balancer.logs()}")
-        try:
-            if httpx.get(f"{balancer.url}/health/lb", timeout=1.0).status_code == 200:
-                return balancer
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    balancer.stop()
-    raise RuntimeError(f"nginx not answering after {NGINX_READY_TIMEOUT_S} s:\n{balancer.logs()}")
+    try:
+        wait_until_healthy(process, f"{balancer.url}/health/lb", NGINX_READY_TIMEOUT_S, balancer.logs)
+    except RuntimeError:
+        balancer.stop()
+        raise
+    return balancer
 
 
 @pytest.fixture(scope="module")

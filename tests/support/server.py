@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,23 @@ class RunningServer:
         return self.process.returncode
 
 
+def wait_until_healthy(
+    process: subprocess.Popen[bytes], health_url: str, timeout_s: float, logs: Callable[[], str]
+) -> None:
+    """Poll ``health_url`` until it answers 200; raise (with ``logs()``) if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{logs()}")
+        try:
+            if httpx.get(health_url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{health_url} not healthy after {timeout_s} s:\n{logs()}")
+
+
 def start_server(
     env: Mapping[str, str], log_path: Path, port: int | None = None, module: str = "service"
 ) -> RunningServer:
@@ -62,18 +79,12 @@ def start_server(
             [sys.executable, "-m", module], cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     server = RunningServer(process=process, port=port, log_path=log_path)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"service not ready after {READY_TIMEOUT_S} s:\n{server.log()}")
+    try:
+        wait_until_healthy(process, f"{server.url}/health/ready", READY_TIMEOUT_S, server.log)
+    except RuntimeError:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
 
 
 @contextmanager
