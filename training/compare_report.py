@@ -27,13 +27,13 @@ from training.compare import (
     wilson_interval,
 )
 from training.metrics import ECE_BINS
+from training.report import DPI, pct
 from training.robustness import SWEEPS
 
 REPORT_FILE = "comparison.md"
 RELIABILITY_PNG = "reliability.png"
 ROBUSTNESS_PNG = "robustness.png"
 TOP_CONFUSIONS = 5
-_DPI = 100
 # PNG text chunks matplotlib would add (its version): dropped so a rerun writes identical bytes.
 _PNG_METADATA: dict[str, str | None] = {"Software": None}
 
@@ -42,7 +42,7 @@ _PNG_METADATA: dict[str, str | None] = {"Software": None}
 
 
 def _save(figure: Any, path: Path) -> None:
-    figure.savefig(path, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+    figure.savefig(path, format="png", dpi=DPI, metadata=_PNG_METADATA)
     plt.close(figure)
 
 
@@ -139,13 +139,9 @@ def top_confusions(matrix: Sequence[Sequence[int]], limit: int = TOP_CONFUSIONS)
     return [(true, predicted, count) for count, true, predicted in cells[:limit]]
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f} %"
-
-
 def _with_interval(successes: int, total: int) -> str:
     low, high = wilson_interval(successes, total)
-    return f"{_pct(successes / max(total, 1))} [{100 * low:.2f}, {100 * high:.2f}]"
+    return f"{pct(successes / max(total, 1))} [{100 * low:.2f}, {100 * high:.2f}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -177,9 +173,9 @@ def summary_rows(comparison: Comparison) -> list[list[str]]:
 
     rows = [
         row("MNIST test accuracy [95 % CI]", lambda c: _with_interval(round(c.test["accuracy"] * n), n)),
-        row("macro precision", lambda c: _pct(c.test["macro_precision"])),
-        row("macro recall", lambda c: _pct(c.test["macro_recall"])),
-        row("macro F1", lambda c: _pct(c.test["macro_f1"])),
+        row("macro precision", lambda c: pct(c.test["macro_precision"])),
+        row("macro recall", lambda c: pct(c.test["macro_recall"])),
+        row("macro F1", lambda c: pct(c.test["macro_f1"])),
         row("errors", lambda c: f"{n - round(c.test['accuracy'] * n)} of {n}"),
         row("log loss (calibrated)", lambda c: f"{c.test['log_loss']:.4f}"),
         row(f"ECE ({ECE_BINS} bins, calibrated)", lambda c: f"{c.test['ece']:.4f}"),
@@ -233,7 +229,7 @@ def _robustness_section(comparison: Comparison, figure_names: Sequence[str]) -> 
     ]
     for sweep, figure_name in zip(SWEEPS, figure_names, strict=True):
         rows = [
-            [f"{level:g}", *(_pct(c.robustness[sweep.name][i]) for c in comparison.columns)]
+            [f"{level:g}", *(pct(c.robustness[sweep.name][i]) for c in comparison.columns)]
             for i, level in enumerate(sweep.levels)
         ]
         lines += [f"### {sweep.title} ([figure]({figure_name}))", ""]
@@ -246,10 +242,10 @@ def _agreement_section(comparison: Comparison) -> list[str]:
     columns = [c.name for c in comparison.columns]
     disagree = agreement.samples - agreement.all_agree
     rows = [
-        ["all single models agree", f"{agreement.all_agree} ({_pct(agreement.all_agree / agreement.samples)})",
-         f"{_pct(agreement.accuracy_when_agree)} (the shared answer)"],
-        ["they disagree", f"{disagree} ({_pct(disagree / agreement.samples)})",
-         ", ".join(f"{name} {_pct(agreement.accuracy_when_disagree[name])}" for name in columns)],
+        ["all single models agree", f"{agreement.all_agree} ({pct(agreement.all_agree / agreement.samples)})",
+         f"{pct(agreement.accuracy_when_agree)} (the shared answer)"],
+        ["they disagree", f"{disagree} ({pct(disagree / agreement.samples)})",
+         ", ".join(f"{name} {pct(agreement.accuracy_when_disagree[name])}" for name in columns)],
     ]  # fmt: skip
     verdict = "is" if agreement.p_value < 0.05 and agreement.ensemble_only > agreement.best_only else "is not"
     return [
@@ -269,7 +265,7 @@ def render_markdown(comparison: Comparison, figure_names: Sequence[str]) -> str:
     """The report's markdown; figures are referenced by relative file name."""
     columns = comparison.columns
     per_class = [
-        [str(digit), *(_pct(c.test["per_class"][str(digit)]["f1"]) for c in columns)]
+        [str(digit), *(pct(c.test["per_class"][str(digit)]["f1"]) for c in columns)]
         for digit in range(len(columns[0].test["per_class"]))
     ]
     confusions = [top_confusions(c.test["confusion_matrix"]) for c in columns]

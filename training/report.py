@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt
 REPORT_FILE = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "learning_curves.png"
-_DPI = 100
+DPI = 100
 
 
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
 
@@ -65,7 +65,8 @@ def curves_png(history: Sequence[Mapping[str, float]], title: str) -> bytes:
     return _png(figure)
 
 
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
+    """A fraction as a percentage with two decimals, as every report prints it."""
     return f"{100 * value:.2f} %"
 
 
@@ -91,9 +92,9 @@ def render_report(
         "| metric | value |",
         "|---|---|",
         f"| parameters | {parameters:,} |",
-        f"| test accuracy | {_pct(test_metrics['accuracy'])} |",
-        f"| macro precision / recall / F1 | {_pct(test_metrics['macro_precision'])} / "
-        f"{_pct(test_metrics['macro_recall'])} / {_pct(test_metrics['macro_f1'])} |",
+        f"| test accuracy | {pct(test_metrics['accuracy'])} |",
+        f"| macro precision / recall / F1 | {pct(test_metrics['macro_precision'])} / "
+        f"{pct(test_metrics['macro_recall'])} / {pct(test_metrics['macro_f1'])} |",
         f"| log loss (raw / calibrated) | {raw_test_metrics['log_loss']:.4f} / {test_metrics['log_loss']:.4f} |",
         f"| ECE (raw / calibrated) | {raw_test_metrics['ece']:.4f} / {test_metrics['ece']:.4f} |",
         f"| temperature (fitted on validation) | {temperature:.3f} |",
@@ -106,7 +107,7 @@ def render_report(
             "## Ensemble",
             "",
             f"Weights fitted on the validation split: {weights}. "
-            f"Test accuracy {_pct(ensemble['accuracy'])}, macro F1 {_pct(ensemble['macro_f1'])}, "
+            f"Test accuracy {pct(ensemble['accuracy'])}, macro F1 {pct(ensemble['macro_f1'])}, "
             f"ECE {ensemble['ece']:.4f}.",
             "",
         ]
@@ -114,7 +115,7 @@ def render_report(
             lines += [str(ensemble["note"]), ""]
     lines += ["## Per class", "", "| digit | precision | recall | F1 |", "|---|---|---|---|"]
     for digit, scores in test_metrics["per_class"].items():
-        lines.append(f"| {digit} | {_pct(scores['precision'])} | {_pct(scores['recall'])} | {_pct(scores['f1'])} |")
+        lines.append(f"| {digit} | {pct(scores['precision'])} | {pct(scores['recall'])} | {pct(scores['f1'])} |")
     lines += [
         "",
         f"![confusion matrix]({CONFUSION_PNG})",
@@ -128,7 +129,7 @@ def render_report(
     ]
     for r in history:
         lines.append(
-            f"| {r['epoch']:.0f} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {_pct(r['val_accuracy'])} "
+            f"| {r['epoch']:.0f} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {pct(r['val_accuracy'])} "
             f"| {r['seconds']:.1f} | {r['images_per_second']:.0f} |"
         )
     lines += ["", "## Training configuration", "", "```json", json.dumps(training_config, indent=2), "```", ""]
