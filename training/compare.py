@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import math
 import os
 import platform
 import statistics
@@ -19,18 +18,28 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from modelstore import IMAGE_SIZE, Manifest, ModelStore, StoreError
+from modelstore import IMAGE_SIZE, ModelStore, StoreError
 from modelstore.ensemble import calibrated_log_probs, ensemble_probs
 from service.registry import LoadedModel, load_model
+from training.compare_report import write_report
+from training.comparison import (
+    ENSEMBLE,
+    THROUGHPUT_BATCH,
+    USPS_MARGIN_PIXELS,
+    Agreement,
+    Column,
+    Comparison,
+    Speed,
+    mcnemar_exact,
+)
 from training.data import DATA_DIR_ENV, DataError, balanced_subset, default_data_dir, load_mnist
 from training.export import load_torchscript
-from training.metrics import ECE_BINS, metrics_from_probs
+from training.metrics import metrics_from_probs, reliability_bins
 from training.models import MODELS
 from training.robustness import SWEEPS, Sweep, prepare_like_service
 from training.train import DEFAULT_STORE, to_inputs
@@ -38,19 +47,13 @@ from training.train import DEFAULT_STORE, to_inputs
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("reports")
-ENSEMBLE = "ensemble"
 # USPS test digits (Hull 1994, as distributed with Hastie et al., "The Elements of Statistical Learning").
 DEFAULT_USPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "usps" / "zip.test.gz"
 USPS_SIDE_PIXELS = 16
-# USPS digits fill their frame edge to edge; a scan or upload has paper around the digit, so the renderer adds it.
-USPS_MARGIN_PIXELS = 4
 
-# The two-sided 95 % quantile of the standard normal distribution.
-Z_95 = 1.959963984540054
 # 2,000 class-balanced images keep the 54 corrupted copies to about a minute of CPU time; the 95 % interval of an
 # accuracy near 99 % measured on them is about +-0.5 points.
 ROBUSTNESS_IMAGES = 2000
-THROUGHPUT_BATCH = 64
 # Batch-1 latency is a fraction of a millisecond to a few: 200 repetitions give a stable median in under a second.
 LATENCY_RUNS = 200
 THROUGHPUT_RUNS = 30
@@ -58,60 +61,6 @@ _WARMUP_RUNS = 10
 _TIMING_ROUNDS = 5
 # Inference batch for the evaluation passes: large enough to amortise overhead, small enough for any CPU cache.
 _EVAL_BATCH = 1000
-
-
-# -- statistics --------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927); well-behaved near 0 and 1, unlike Wald's."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = successes / total
-    denominator = 1 + z**2 / total
-    centre = (p + z**2 / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact(only_first: int, only_second: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts (a binomial test of b against b + c at 1/2)."""
-    n = only_first + only_second
-    if n == 0:
-        return 1.0
-    tail = math.fsum(math.comb(n, k) for k in range(min(only_first, only_second) + 1)) / math.ldexp(1.0, n)
-    return min(1.0, 2 * tail)
-
-
-@dataclass(frozen=True)
-class ReliabilityBin:
-    """One confidence bin of a reliability diagram."""
-
-    lower: float
-    upper: float
-    count: int
-    confidence: float
-    accuracy: float
-
-
-def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[ReliabilityBin]:
-    """Equal-width confidence bins, binned exactly as :func:`training.metrics.expected_calibration_error` does."""
-    confidence, predicted = probs.max(dim=1)
-    correct = (predicted == labels).double()
-    index = torch.clamp((confidence * bins).long(), max=bins - 1)
-    count = torch.bincount(index, minlength=bins)
-    conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence.double())
-    hit_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
-    return [
-        ReliabilityBin(
-            lower=b / bins,
-            upper=(b + 1) / bins,
-            count=int(count[b]),
-            confidence=float(conf_sum[b] / count[b]) if count[b] else 0.0,
-            accuracy=float(hit_sum[b] / count[b]) if count[b] else 0.0,
-        )
-        for b in range(bins)
-    ]
 
 
 # -- models --------------------------------------------------------------------------------------------------------
@@ -182,14 +131,6 @@ def cpu_name() -> str:
         ]
         name = models[0] if models else name
     return f"{name} ({os.cpu_count()} logical CPUs)"
-
-
-@dataclass(frozen=True)
-class Speed:
-    """Median batch-1 latency and batch-64 throughput on one device."""
-
-    latency_ms: float
-    throughput_per_s: float
 
 
 def _timings(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> list[float]:
@@ -277,58 +218,6 @@ def frame_usps(images: torch.Tensor) -> torch.Tensor:
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the report: a model or the ensemble, and everything measured for it."""
-
-    name: str
-    parameters: int
-    size_bytes: int
-    macs: int
-    test: dict[str, Any]
-    reliability: list[ReliabilityBin]
-    predictions: torch.Tensor
-    usps_correct: int
-    robustness: dict[str, list[float]]
-    cpu: Speed
-    cuda: Speed | None
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How the single models agree on the test set, and McNemar's test of the ensemble against the best of them."""
-
-    samples: int
-    all_agree: int
-    accuracy_when_agree: float
-    accuracy_when_disagree: dict[str, float]
-    best_single: str
-    ensemble_only: int
-    best_only: int
-    p_value: float
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Everything the report shows; the renderers of :mod:`training.compare_report` are pure functions of it."""
-
-    manifests: list[Manifest]
-    columns: list[Column]
-    agreement: Agreement
-    test_images: int
-    robustness_images: int
-    usps_images: int
-    usps_refused: int
-    seed: int
-    timing_threads: int
-    cpu_name: str
-    # The 1-minute load average just before timing: other work on the machine slows the timings down.
-    load_average: float
-    latency_runs: int
-    throughput_runs: int
-    cuda_device: str | None
 
 
 def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
@@ -507,9 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Imported here: the report module renders this module's types, so importing it at the top would be circular.
-    from training.compare_report import write_report
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: the report is generated on headless machine
 import matplotlib.pyplot as plt
 import torch
 
-from training.compare import (
+from training.comparison import (
     ENSEMBLE,
     THROUGHPUT_BATCH,
     USPS_MARGIN_PIXELS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,16 +32,41 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Mean |confidence - accuracy| over equal-width confidence bins, weighted by bin size."""
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One equal-width confidence bin: the rows whose top probability fell in ``[lower, upper)``."""
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[ReliabilityBin]:
+    """The bins of a reliability diagram; :func:`expected_calibration_error` is their weighted gap."""
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).double()
-    bin_index = torch.clamp((confidence * bins).long(), max=bins - 1)
-    total = torch.zeros(bins, dtype=torch.float64)
-    gap = torch.zeros(bins, dtype=torch.float64)
-    total.index_add_(0, bin_index, torch.ones_like(correct))
-    gap.index_add_(0, bin_index, confidence.double() - correct)
-    return float(gap.abs().sum() / max(len(labels), 1))
+    index = torch.clamp((confidence * bins).long(), max=bins - 1)
+    count = torch.bincount(index, minlength=bins)
+    conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence.double())
+    hit_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
+    return [
+        ReliabilityBin(
+            lower=b / bins,
+            upper=(b + 1) / bins,
+            count=int(count[b]),
+            confidence=float(conf_sum[b] / count[b]) if count[b] else 0.0,
+            accuracy=float(hit_sum[b] / count[b]) if count[b] else 0.0,
+        )
+        for b in range(bins)
+    ]
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Mean |confidence - accuracy| over equal-width confidence bins, weighted by bin size."""
+    gap = sum(b.count * abs(b.confidence - b.accuracy) for b in reliability_bins(probs, labels, bins))
+    return gap / max(len(labels), 1)
 
 
 def metrics_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

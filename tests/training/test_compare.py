@@ -1,4 +1,4 @@
-"""The comparison's measurements: statistics on hand-made cases, USPS reading, and the generator on a tiny store."""
+"""The comparison's measurements: USPS reading, pin parsing and the generator on a tiny store."""
 
 from __future__ import annotations
 
@@ -14,23 +14,18 @@ import torch
 from modelstore import ModelStore
 from modelstore.ensemble import calibrated_log_probs, ensemble_probs
 from training.compare import (
-    ENSEMBLE,
     CompareOptions,
-    Comparison,
     build_comparison,
     count_macs,
     frame_usps,
     load_usps,
     main,
-    mcnemar_exact,
     parse_pins,
-    reliability_bins,
-    wilson_interval,
 )
 from training.compare_report import REPORT_FILE, ROBUSTNESS_PNG
+from training.comparison import ENSEMBLE, Comparison, mcnemar_exact
 from training.data import DataError, balanced_subset, load_mnist
 from training.export import load_torchscript, publish_model
-from training.metrics import expected_calibration_error
 from training.robustness import SWEEPS, centre_of_mass, prepare_like_service
 from training.train import build_network, to_inputs
 
@@ -42,44 +37,6 @@ WEIGHTS = {"mlp": 0.2, "lenet5": 0.3, "cnn": 0.5}
 TEST_IMAGES = 60
 LIMIT = 30
 USPS_DIGITS = 20
-
-
-# -- statistics ------------------------------------------------------------------------------------------------------
-
-
-def test_wilson_interval_matches_published_values() -> None:
-    # 0 of 10 and 10 of 10 have the closed forms [0, z^2 / (n + z^2)] and its mirror; 50 of 100 is [40.38, 59.62] %.
-    z2 = 1.959963984540054**2
-    assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
-    assert wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
-    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
-
-
-@pytest.mark.parametrize(
-    ("only_first", "only_second", "p_value"),
-    [
-        (1, 6, 2 * (1 + 7) / 2**7),  # 0.125
-        (6, 1, 0.125),
-        (0, 10, 2 / 2**10),
-        (2, 10, 2 * (1 + 12 + 66) / 2**12),  # 0.0386
-        (5, 5, 1.0),
-        (0, 0, 1.0),
-    ],
-)
-def test_mcnemar_exact_matches_the_hand_computed_binomial_tail(
-    only_first: int, only_second: int, p_value: float
-) -> None:
-    assert mcnemar_exact(only_first, only_second) == pytest.approx(p_value, rel=1e-12)
-
-
-def test_reliability_bins_add_up_to_the_expected_calibration_error() -> None:
-    generator = torch.Generator().manual_seed(0)
-    probs = torch.softmax(3 * torch.randn(500, 10, generator=generator), dim=1)
-    labels = torch.randint(0, 10, (500,), generator=generator)
-    bins = reliability_bins(probs, labels)
-    assert sum(b.count for b in bins) == 500
-    gap = sum(b.count * abs(b.confidence - b.accuracy) for b in bins) / 500
-    assert gap == pytest.approx(expected_calibration_error(probs, labels), abs=1e-9)
 
 
 def test_parse_pins_reads_name_equals_version() -> None:

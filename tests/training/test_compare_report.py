@@ -11,16 +11,6 @@ import torch
 from PIL import Image
 
 from modelstore import Manifest
-from training.compare import (
-    ENSEMBLE,
-    Agreement,
-    Column,
-    Comparison,
-    Speed,
-    mcnemar_exact,
-    reliability_bins,
-    wilson_interval,
-)
 from training.compare_report import (
     RELIABILITY_PNG,
     REPORT_FILE,
@@ -29,7 +19,16 @@ from training.compare_report import (
     top_confusions,
     write_report,
 )
-from training.metrics import metrics_from_probs
+from training.comparison import (
+    ENSEMBLE,
+    Agreement,
+    Column,
+    Comparison,
+    Speed,
+    mcnemar_exact,
+    wilson_interval,
+)
+from training.metrics import metrics_from_probs, reliability_bins
 from training.robustness import SWEEPS
 
 TEST_IMAGES = 200

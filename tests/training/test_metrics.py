@@ -13,6 +13,7 @@ from training.metrics import (
     fit_ensemble_weights,
     fit_temperature,
     metrics_from_probs,
+    reliability_bins,
 )
 
 
@@ -65,3 +66,21 @@ def test_ensemble_weights_favour_the_accurate_model() -> None:
 
 def test_a_single_model_gets_the_whole_weight() -> None:
     assert fit_ensemble_weights([torch.zeros(3, 10)], torch.zeros(3, dtype=torch.long)) == [1.0]
+
+
+def test_reliability_bins_match_a_row_by_row_count_and_weigh_into_the_ece() -> None:
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(500, 10, generator=generator), dim=1)
+    labels = torch.randint(0, 10, (500,), generator=generator)
+    rows: list[list[tuple[float, bool]]] = [[] for _ in range(15)]
+    for row, label in zip(probs.tolist(), labels.tolist(), strict=True):
+        confidence = max(row)
+        rows[min(int(confidence * 15), 14)].append((confidence, row.index(confidence) == label))
+    bins = reliability_bins(probs, labels)
+    assert [b.count for b in bins] == [len(members) for members in rows]
+    for b, members in zip(bins, rows, strict=True):
+        if members:
+            assert b.confidence == pytest.approx(sum(c for c, _ in members) / len(members))
+            assert b.accuracy == pytest.approx(sum(hit for _, hit in members) / len(members))
+    gap = sum(abs(sum(c - hit for c, hit in members)) for members in rows) / 500
+    assert expected_calibration_error(probs, labels) == pytest.approx(gap, abs=1e-9)
