@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, gt=0)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     queue_max_size: int = Field(default=128, gt=0)
-    preprocess_threads: int = Field(default=2, gt=0)
+    # One per core: the workers run beside the event loop and the inference thread, not inside their GIL.
+    preprocess_workers: int = Field(default=2, gt=0, description="processes decoding and preprocessing uploads")
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # Refuses decompression bombs and bounds one decode near 160 MB (RGBA); admits a 24-megapixel photo.

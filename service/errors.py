@@ -88,6 +88,13 @@ class InferenceFailedError(ServiceUnavailableError):
     default_detail = "Inference failed for this batch. Retry the request."
 
 
+class PreprocessingFailedError(ServiceUnavailableError):
+    default_detail = (
+        "The worker preparing this image stopped unexpectedly. Retry the request; if this image fails again, "
+        "re-save it as PNG or JPEG and send that."
+    )
+
+
 async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
     error = exc if isinstance(exc, ServiceError) else ServiceError()
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)

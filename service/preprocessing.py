@@ -1,4 +1,4 @@
-"""Turns an uploaded file into the ``(1, 28, 28)`` tensor the models expect, the way MNIST itself was made.
+"""Turns an uploaded file into the ``(1, 28, 28)`` array the models expect, the way MNIST itself was made.
 
 :func:`decode_image` owns the untrusted bytes (type sniffing, pixel limit, first frame, EXIF orientation) and maps
 every decoder failure to a :class:`ServiceError`; the named steps after it are pure and each is tested on its own.
@@ -15,7 +15,6 @@ from typing import cast
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from PIL import (
     BmpImagePlugin,
     ExifTags,
@@ -91,16 +90,20 @@ class DecodeLimits:
 
 @dataclass(frozen=True)
 class PreparedDigit:
-    """The model input: ``(1, 28, 28)`` float32 in [0, 1], white digit on black, centred by mass."""
+    """The model input, ``(1, 28, 28)`` float32 in [0, 1], white digit on black, centred by mass; and, when asked
+    for, the same pixels as an 8-bit grey PNG (the debug view of what the models saw).
 
-    tensor: torch.Tensor
+    Plain NumPy and bytes, so it crosses a process boundary cheaply: preprocessing runs in worker processes.
+    """
 
-    def png_bytes(self) -> bytes:
-        """The 28x28 image the models saw, as an 8-bit grey PNG."""
-        pixels = (self.tensor[0].numpy() * 255.0).round().astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        return buffer.getvalue()
+    pixels: InkArray
+    png: bytes | None = None
+
+
+def _png(pixels: InkArray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255.0).round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # -- decoding ------------------------------------------------------------------------------------------------
@@ -427,15 +430,10 @@ def center_by_mass(digit: InkArray, size_pixels: int = IMAGE_SIZE) -> InkArray:
     return canvas
 
 
-def to_tensor(image: InkArray) -> torch.Tensor:
-    """``(H, W)`` float32 array to a ``(1, H, W)`` tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
-
-
-def prepare_digit(data: bytes, limits: DecodeLimits) -> PreparedDigit:
-    """Decode ``data`` and run every step. Pure and blocking: async callers run it in a worker thread."""
+def prepare_digit(data: bytes, limits: DecodeLimits, *, with_png: bool = False) -> PreparedDigit:
+    """Decode ``data`` and run every step. Pure and blocking: the service runs it in a worker process."""
     image = decode_image(data, limits, draft_side_pixels=WORK_SIDE_PIXELS)
     grey = np.asarray(shrink_to_work_size(to_grayscale(image)), dtype=np.uint8)
     ink = remove_background(invert_if_light_background(grey))
-    digit = fit_into_box(crop_to_content(ink))
-    return PreparedDigit(tensor=to_tensor(center_by_mass(digit)))
+    centred = center_by_mass(fit_into_box(crop_to_content(ink)))
+    return PreparedDigit(pixels=centred[np.newaxis], png=_png(centred) if with_png else None)

@@ -14,9 +14,9 @@ from modelstore import ModelStore
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
+from service.preprocess_pool import PreprocessPool
 from service.registry import ModelRegistry, resolve_device, watch_store
 from service.telemetry import Telemetry
-from service.threadpool import BoundedThreadPool
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class AppState:
     telemetry: Telemetry
     registry: ModelRegistry
     batcher: MicroBatcher[DigitRequest, DigitPrediction]
-    preprocess_pool: BoundedThreadPool
+    preprocess_pool: PreprocessPool
     upstream: Upstream
     accepting: bool = True
     # Set on SIGTERM for the pre-stop drain: readiness says 503 while requests are still served.
@@ -91,7 +91,8 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     predictor = BatchPredictor(
         device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
     )
-    pool = BoundedThreadPool(settings.preprocess_threads, max_waiting=settings.queue_max_size)
+    pool = PreprocessPool(settings.preprocess_workers, max_waiting=settings.queue_max_size)
+    await pool.start()
     upstream = Upstream()
     batcher: MicroBatcher[DigitRequest, DigitPrediction] = MicroBatcher(
         predictor,

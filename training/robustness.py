@@ -119,7 +119,7 @@ def prepare_like_service(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     refused = torch.zeros(len(images), dtype=torch.bool)
     for index, image in enumerate(images):
         try:
-            prepared[index] = prepare_digit(grey_png(image), limits).tensor
+            prepared[index] = torch.from_numpy(prepare_digit(grey_png(image), limits).pixels)
         except ServiceError:
             refused[index] = True
     return prepared.to(images.device), refused

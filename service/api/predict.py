@@ -46,11 +46,6 @@ def select_models(models: ModelSet, query: str | None) -> tuple[str, ...]:
     return requested
 
 
-def _prepare(data: bytes, limits: DecodeLimits, debug: bool) -> tuple[torch.Tensor, bytes | None]:
-    prepared = prepare_digit(data, limits)
-    return prepared.tensor, prepared.png_bytes() if debug else None
-
-
 def _to_response(prediction: DigitPrediction, png: bytes | None, timings: Timings) -> PredictionResponse:
     ensemble = prediction.ensemble
     return PredictionResponse(
@@ -91,6 +86,7 @@ def _to_response(prediction: DigitPrediction, png: bytes | None, timings: Timing
         errors.InvalidRequestError,
         errors.QueueFullError,
         errors.InferenceFailedError,
+        errors.PreprocessingFailedError,
         errors.ServiceUnavailableError,
     ),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
@@ -112,9 +108,11 @@ async def predict(
         data = await read_upload(request, state.settings.max_upload_bytes)
         read = time.perf_counter()
         limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
-        image, png = await state.preprocess_pool.run(_prepare, data, limits, debug)
+        digit = await state.preprocess_pool.run(prepare_digit, data, limits, with_png=debug)
         prepared = time.perf_counter()
-    prediction = await state.batcher.submit(DigitRequest(image=image, models=snapshot, selected=selected))
+    prediction = await state.batcher.submit(
+        DigitRequest(image=torch.from_numpy(digit.pixels), models=snapshot, selected=selected)
+    )
     done = time.perf_counter()
     timings = Timings(
         read_ms=(read - started) * 1e3,
@@ -122,4 +120,4 @@ async def predict(
         inference_ms=(done - prepared) * 1e3,
         total_ms=(done - started) * 1e3,
     )
-    return _to_response(prediction, png, timings)
+    return _to_response(prediction, digit.png, timings)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,11 +29,11 @@ logger = logging.getLogger(__name__)
 # Small queues, so that overload is reached with few clients and the latency bound is tight.
 QUEUE_MAX_SIZE = 4
 MAX_BATCH_SIZE = 4
-PREPROCESS_THREADS = 1
+PREPROCESS_WORKERS = 1
 # A 3500 x 3500 PNG (12 megapixels, 70 kB) costs tens of ms to decode: the service's work, not the HTTP exchange,
 # sets its capacity, so a Python client on the same two cores can offer several times that.
 IMAGE_SIDE_PIXELS = 3500
-CAPACITY_WORKERS = PREPROCESS_THREADS + 2
+CAPACITY_WORKERS = PREPROCESS_WORKERS + 2
 OVERLOAD_WORKERS = 32
 CAPACITY_S = 3.0
 OVERLOAD_S = 5.0
@@ -42,7 +41,7 @@ MIN_OVERLOAD_FACTOR = 3.0
 # An accepted request waits behind at most the decoding backlog and one full batcher queue; each step costs about
 # 1 / capacity. The slack absorbs the machine's noise; an unbounded queue would grow by seconds per second instead.
 LATENCY_SLACK = 4.0
-WORK_AHEAD = PREPROCESS_THREADS + QUEUE_MAX_SIZE + QUEUE_MAX_SIZE + 1
+WORK_AHEAD = PREPROCESS_WORKERS + QUEUE_MAX_SIZE + QUEUE_MAX_SIZE + 1
 # The HTTP exchange outside the handler (reading, parsing, answering) waits for an event loop busy refusing, and
 # for a CPU shared with the client.
 EVENT_LOOP_ALLOWANCE_S = 2.0
@@ -51,6 +50,7 @@ MIN_GOODPUT_FRACTION = 0.2
 RECOVERY_LIMIT_S = 1.0
 SAMPLE_S = 0.05
 TIMEOUT_S = 30.0
+HOLD_S = 2.0
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ async def test_overload_is_refused_with_503_and_bounded_latency(store: ModelStor
             store.root,
             queue_max_size=QUEUE_MAX_SIZE,
             max_batch_size=MAX_BATCH_SIZE,
-            preprocess_threads=PREPROCESS_THREADS,
+            preprocess_workers=PREPROCESS_WORKERS,
             log_level="warning",
         )
     )
@@ -197,24 +197,22 @@ async def test_overload_is_refused_with_503_and_bounded_latency(store: ModelStor
 
 
 def test_full_decoding_backlog_refuses_before_reading_the_upload(settings: Settings) -> None:
-    small = settings.model_copy(update={"preprocess_threads": 1, "queue_max_size": 1})
-    release = threading.Event()
+    small = settings.model_copy(update={"preprocess_workers": 1, "queue_max_size": 1})
 
     with TestClient(create_app(small)) as client:
         pool = client.app_state[STATE_KEY].preprocess_pool
         portal = client.portal
         assert portal is not None
-        # One decoding job running and one waiting: the backlog is full.
-        held = [portal.start_task_soon(pool.run, release.wait, TIMEOUT_S) for _ in range(2)]
+        # One decoding job running and one waiting: the backlog is full for at least HOLD_S.
+        held = [portal.start_task_soon(pool.run, time.sleep, HOLD_S) for _ in range(2)]
         deadline = time.monotonic() + TIMEOUT_S
         while pool.pending < 2 and time.monotonic() < deadline:
             time.sleep(SAMPLE_S / 10)
         # Read, this body would be refused with 422 (it holds no multipart file).
         response = client.post("/predict", content=b"not an upload", headers={"Content-Type": "text/plain"})
-        release.set()
         finished = [job.result(TIMEOUT_S) for job in held]
 
-    assert finished == [True, True]
+    assert finished == [None, None]
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json() == {"detail": errors.QueueFullError.default_detail}

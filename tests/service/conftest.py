@@ -103,7 +103,7 @@ def settings(store: ModelStore) -> Settings:
         max_batch_size=8,
         max_batch_wait_ms=1.0,
         queue_max_size=16,
-        preprocess_threads=1,
+        preprocess_workers=1,
         max_upload_bytes=256 * 1024,
         max_image_pixels=1_000_000,
     )

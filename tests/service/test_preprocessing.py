@@ -38,7 +38,6 @@ from service.preprocessing import (
     remove_background,
     shrink_to_work_size,
     to_grayscale,
-    to_tensor,
 )
 from service.registry import load_model
 from tests.service import images
@@ -68,9 +67,9 @@ def ink_box(image: Image2D, level: float = INK_LEVEL) -> tuple[int, int]:
 
 
 def assert_valid_tensor(prepared: PreparedDigit) -> Image2D:
-    assert prepared.tensor.shape == (1, 28, 28)
-    assert prepared.tensor.dtype == torch.float32
-    image = prepared.tensor[0].numpy()
+    assert prepared.pixels.shape == (1, 28, 28)
+    assert prepared.pixels.dtype == np.float32
+    image = prepared.pixels[0]
     assert float(image.min()) >= 0.0
     assert float(image.max()) <= 1.0
     return image
@@ -193,21 +192,23 @@ def test_huge_exif_block_is_decoded_quickly(reference: Image2D) -> None:
 
 
 def test_animated_gif_uses_only_the_first_frame_and_stays_fast() -> None:
-    single = prepare_digit(images.animated_gif(images.seven(), 1), LIMITS).tensor
+    single = prepare_digit(images.animated_gif(images.seven(), 1), LIMITS).pixels
     data = images.animated_gif(images.seven(), 400)
     assert GifImagePlugin.GifImageFile(io.BytesIO(data)).n_frames == 400
     started = time.perf_counter()
-    many = prepare_digit(data, LIMITS).tensor
+    many = prepare_digit(data, LIMITS).pixels
     assert time.perf_counter() - started < 1.0
-    assert torch.equal(many, single)
+    assert np.array_equal(many, single)
 
 
-def test_png_bytes_is_the_tensor_the_models_saw(reference: Image2D) -> None:
-    prepared = PreparedDigit(tensor=to_tensor(reference))
-    decoded = Image.open(io.BytesIO(prepared.png_bytes()))
+def test_the_debug_png_holds_exactly_the_pixels_the_models_saw() -> None:
+    prepared = prepare_digit(images.encode(images.seven(), "PNG"), LIMITS, with_png=True)
+    assert prepared.png is not None
+    decoded = Image.open(io.BytesIO(prepared.png))
     assert decoded.format == "PNG"
     assert decoded.size == (28, 28)
-    assert np.array_equal(np.asarray(decoded), (reference * 255).round().astype(np.uint8))
+    assert np.array_equal(np.asarray(decoded), (prepared.pixels[0] * 255).round().astype(np.uint8))
+    assert prepare_digit(images.encode(images.seven(), "PNG"), LIMITS).png is None
 
 
 # -- error paths --------------------------------------------------------------------------------------------
@@ -490,11 +491,18 @@ def mnist_sample() -> tuple[npt.NDArray[np.uint8], torch.Tensor]:
     return digits[:MNIST_SAMPLE].numpy(), labels[:MNIST_SAMPLE]
 
 
+def _model_input(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(prepare_digit(data, LIMITS).pixels)
+
+
 @pytest.fixture(scope="module")
 def mnist_as_png(mnist_sample: tuple[npt.NDArray[np.uint8], torch.Tensor]) -> torch.Tensor:
     """Each digit saved as a 28x28 PNG and preprocessed again: ``(N, 1, 28, 28)``."""
     return torch.stack(
-        [prepare_digit(images.encode(Image.fromarray(d), "PNG"), LIMITS).tensor for d in mnist_sample[0]]
+        [
+            torch.from_numpy(prepare_digit(images.encode(Image.fromarray(d), "PNG"), LIMITS).pixels)
+            for d in mnist_sample[0]
+        ]
     )
 
 
@@ -502,7 +510,9 @@ def mnist_as_png(mnist_sample: tuple[npt.NDArray[np.uint8], torch.Tensor]) -> to
 def mnist_as_jpeg(mnist_sample: tuple[npt.NDArray[np.uint8], torch.Tensor]) -> torch.Tensor:
     """Each digit rendered as a user upload (300x300 RGB JPEG, black on white, scaled, shifted), preprocessed."""
     rng = np.random.default_rng(7)
-    return torch.stack([prepare_digit(images.render_mnist(d, rng), LIMITS).tensor for d in mnist_sample[0]])
+    return torch.stack(
+        [torch.from_numpy(prepare_digit(images.render_mnist(d, rng), LIMITS).pixels) for d in mnist_sample[0]]
+    )
 
 
 def _centres(batch: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,134 @@
+"""The preprocessing pool: jobs run in other processes, the backlog is bounded, errors come back as raised,
+cancelled callers keep their slot until their job really ends, and a dead worker costs only its jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.errors import NoDigitFoundError, PreprocessingFailedError, QueueFullError, ServiceUnavailableError
+from service.preprocess_pool import PreprocessPool
+
+pytestmark = pytest.mark.anyio
+
+STEP_TIMEOUT_S = 10.0
+_POLL_S = 0.01
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def held_job(gate: Path, value: int) -> tuple[int, int]:
+    """Announces that it started (``<gate>.started.<value>``), then returns only once ``gate`` exists."""
+    gate.with_name(f"{gate.name}.started.{value}").touch()
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+    return value * 2, os.getpid()
+
+
+def raise_no_digit() -> None:
+    raise NoDigitFoundError()
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def wait_started(gate: Path, value: int) -> None:
+    marker = gate.with_name(f"{gate.name}.started.{value}")
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"job {value} never started"
+        await asyncio.sleep(_POLL_S)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[PreprocessPool]:
+    pool = PreprocessPool(workers=1, max_waiting=1)
+    await pool.start()
+    yield pool
+    await asyncio.to_thread(pool.shutdown)
+
+
+async def test_runs_the_function_in_a_worker_process(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+
+    value, pid = await asyncio.wait_for(pool.run(held_job, gate, 21), STEP_TIMEOUT_S)
+
+    assert value == 42
+    assert pid != os.getpid()
+
+
+async def test_the_jobs_own_error_comes_back_as_raised(pool: PreprocessPool) -> None:
+    with pytest.raises(NoDigitFoundError) as raised:
+        await asyncio.wait_for(pool.run(raise_no_digit), STEP_TIMEOUT_S)
+    assert raised.value.detail == NoDigitFoundError.default_detail
+    assert pool.pending == 0
+
+
+async def test_backlog_over_the_bound_is_refused_at_once(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    running = asyncio.create_task(pool.run(held_job, gate, 1))
+    await wait_started(gate, 1)
+    waiting = asyncio.create_task(pool.run(held_job, gate, 2))
+    await asyncio.sleep(0)
+    assert pool.pending == 2
+
+    with pytest.raises(QueueFullError):
+        await pool.run(held_job, gate, 3)
+
+    gate.touch()
+    results = await asyncio.wait_for(asyncio.gather(running, waiting), STEP_TIMEOUT_S)
+    assert [value for value, _ in results] == [2, 4]
+    assert pool.pending == 0
+
+
+async def test_cancelled_caller_keeps_its_slot_until_the_job_ends(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    caller = asyncio.create_task(pool.run(held_job, gate, 1))
+    await wait_started(gate, 1)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert pool.pending == 1
+
+    gate.touch()
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while pool.pending:
+        assert time.monotonic() < deadline, "the finished job never released its slot"
+        await asyncio.sleep(_POLL_S)
+
+
+async def test_a_dead_worker_fails_its_job_and_the_pool_recovers(pool: PreprocessPool, tmp_path: Path) -> None:
+    with pytest.raises(PreprocessingFailedError):
+        await asyncio.wait_for(pool.run(die), STEP_TIMEOUT_S)
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    value, pid = await asyncio.wait_for(pool.run(held_job, gate, 5), STEP_TIMEOUT_S)
+    assert value == 10
+    assert pid != os.getpid()
+    assert pool.pending == 0
+
+
+async def test_a_shut_down_pool_refuses_work() -> None:
+    pool = PreprocessPool(workers=1, max_waiting=1)
+    pool.shutdown()
+
+    with pytest.raises(ServiceUnavailableError):
+        await pool.run(int, "1")
+
+
+def test_invalid_limits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="workers must be positive"):
+        PreprocessPool(workers=0, max_waiting=1)
