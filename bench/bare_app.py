@@ -6,10 +6,14 @@ Served by the same uvicorn options as the service (``service.__main__.serve``), 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.config import get_settings
+from service.gc_freeze import frozen_startup_heap
 from service.preprocessing import DecodeLimits, decode_image
 from service.uploads import read_upload
 
@@ -23,7 +27,13 @@ def _decode(data: bytes, limits: DecodeLimits) -> tuple[int, int]:
 def create_app() -> FastAPI:
     settings = get_settings()
     limits = DecodeLimits(max_image_pixels=settings.max_image_pixels)
-    app = FastAPI(title="bare endpoint")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        with frozen_startup_heap():  # the service's own process setting, so the two stacks stay comparable
+            yield
+
+    app = FastAPI(title="bare endpoint", lifespan=lifespan)
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, int]:

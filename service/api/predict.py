@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import time
-import uuid
 from typing import Annotated
 
 import torch
@@ -49,7 +49,7 @@ def select_models(models: ModelSet, query: str | None) -> tuple[str, ...]:
 def _to_response(prediction: DigitPrediction, png: bytes | None, timings: Timings) -> PredictionResponse:
     ensemble = prediction.ensemble
     return PredictionResponse(
-        request_id=uuid.uuid4().hex,
+        request_id=secrets.token_hex(16),
         predictions=[
             ModelPrediction(
                 model=output.name,
