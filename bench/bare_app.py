@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.config import get_settings
-from service.gc_freeze import frozen_startup_heap
+from service.gc_tuning import server_gc
 from service.preprocessing import DecodeLimits, decode_image
 from service.uploads import read_upload
 
@@ -30,7 +30,7 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        with frozen_startup_heap():  # the service's own process setting, so the two stacks stay comparable
+        with server_gc():  # the service's own process setting, so the two stacks stay comparable
             yield
 
     app = FastAPI(title="bare endpoint", lifespan=lifespan)

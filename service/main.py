@@ -16,7 +16,7 @@ from service.api import health, metrics, models, predict, ui
 from service.config import Settings, get_settings
 from service.deps import STATE_KEY
 from service.errors import install_error_handler
-from service.gc_freeze import frozen_startup_heap
+from service.gc_tuning import server_gc
 from service.shutdown import drain_before_sigterm
 from service.state import AppState, start_state
 from service.telemetry import MetricsMiddleware, Telemetry
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         state = await start_state(settings, telemetry)
         try:
-            with frozen_startup_heap(), drain_before_sigterm(settings.shutdown_drain_s, state.begin_drain):
+            with server_gc(), drain_before_sigterm(settings.shutdown_drain_s, state.begin_drain):
                 yield {STATE_KEY: state}
         finally:
             await state.stop()
