@@ -61,10 +61,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# The MLP's departures from the shared default recipe. It has no translation invariance, so large shifts only
-# cost it capacity (milder warps), and its epochs are cheap on a CPU (a longer schedule).
+# Departures from the shared default recipe. The MLP has no translation invariance, so large shifts only cost it
+# capacity (milder warps), and its epochs are cheap on a CPU (20 of them: 99.33 % where 12 reach 99.19 %). The CNN
+# gets 12 epochs, what the 20-minute CPU budget leaves: it is the model that needs them to clear 99.6 %.
 _MLP_AUGMENT = AugmentConfig(rotation_deg=8.0, translate_frac=0.05, scale_min=0.93, scale_max=1.07, shear_deg=5.0)
-_DEFAULT_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"mlp": {"epochs": 20, "augment": _MLP_AUGMENT}}
+_DEFAULT_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "mlp": {"epochs": 20, "augment": _MLP_AUGMENT},
+    "cnn": {"epochs": 12},
+}
 
 
 def default_recipe(base: TrainConfig, model: str) -> TrainConfig:
