@@ -1,19 +1,24 @@
 """Throughput and latency of the running service: batching on, batching off, and the bare HTTP stack, in one run.
 
 Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
-uploads of two images: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing. Results go to
-``bench/results/bench.json`` and ``bench/results/bench.md``. Run with ``make bench`` (needs Debian's ``wrk``).
+uploads of two images: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing. All servers run side by side
+(idle ones cost nothing) and every cell is measured once per round, rounds interleaved, so slow spells of a noisy
+machine hit every configuration alike; the table shows each cell's median over the rounds. Results go to
+``bench/results/bench.json`` (every round) and ``bench/results/bench.md``. Run with ``make bench`` (needs Debian's
+``wrk``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
 import os
 import platform
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -106,6 +111,20 @@ def measure(config: str, url: str, image: str, body_file: Path, concurrency: int
     )
 
 
+def median_result(rounds: list[Result]) -> Result:
+    """One cell over its rounds: the median of each measure, the sum of the errors."""
+    first = rounds[0]
+    return Result(
+        config=first.config,
+        image=first.image,
+        concurrency=first.concurrency,
+        requests_per_s=statistics.median(r.requests_per_s for r in rounds),
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+        errors=sum(r.errors for r in rounds),
+    )
+
+
 def markdown_table(results: list[Result]) -> str:
     by_key = {(r.config, r.image, r.concurrency): r for r in results}
     lines = [
@@ -130,26 +149,30 @@ def markdown_table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration-s", type=int, default=8, help="measured seconds per cell (after warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements of every cell")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     images = bench_images()
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    rounds: dict[tuple[str, str, int], list[Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         bodies: dict[str, Path] = {}
         for name, data in images.items():
             bodies[name] = Path(tmp) / f"{len(bodies)}.body"
             bodies[name].write_bytes(_multipart(data))
+        urls: dict[str, str] = {}
         for config, (module, env) in CONFIGS.items():
-            server = start_server(env, Path(tmp) / "server.log", module=module)
-            try:
+            server = start_server(env, Path(tmp) / f"{module}.{len(urls)}.log", module=module)
+            servers.callback(server.stop)
+            urls[config] = f"{server.url}/predict"
+        for round_index in range(args.rounds):
+            for config, url in urls.items():
                 for image, body_file in bodies.items():
                     for concurrency in CONCURRENCIES:
-                        url = f"{server.url}/predict"
-                        results.append(measure(config, url, image, body_file, concurrency, args.duration_s))
-                        logger.info("%s", results[-1])
-            finally:
-                server.stop()
+                        result = measure(config, url, image, body_file, concurrency, args.duration_s)
+                        rounds.setdefault((config, image, concurrency), []).append(result)
+                        logger.info("round %d: %s", round_index + 1, result)
+    results = [median_result(cell) for cell in rounds.values()]
     args.out.mkdir(parents=True, exist_ok=True)
     machine = {
         "cpu_count": os.cpu_count(),
@@ -159,7 +182,17 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     (args.out / "bench.json").write_text(
-        json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+        json.dumps(
+            {
+                "machine": machine,
+                "rounds": args.rounds,
+                "duration_s": args.duration_s,
+                "results": [asdict(r) for r in results],
+                "every_round": [asdict(r) for cell in rounds.values() for r in cell],
+            },
+            indent=2,
+        )
+        + "\n"
     )
     (args.out / "bench.md").write_text(markdown_table(results) + "\n")
     logger.info("\n%s", markdown_table(results))

@@ -65,7 +65,7 @@ class AppState:
         logger.info("SIGTERM: readiness is 503; serving for %.1f s more, then stopping", self.settings.shutdown_drain_s)
 
     async def stop(self) -> None:
-        """Refuse new work (readiness turns 503), finish every accepted request, then release the threads."""
+        """Refuse new work (readiness turns 503), finish every accepted request, then stop the workers."""
         self.accepting = False
         if self.store_watcher is not None:
             self.store_watcher.cancel()

@@ -51,7 +51,7 @@ class Telemetry:
         )
         self.preprocess_pending = Gauge(
             "digits_preprocess_pending",
-            "Uploads being decoded or waiting for a decoding thread.",
+            "Uploads being decoded or waiting for a preprocessing worker.",
             registry=self.registry,
         )
         self.inference_seconds = Histogram(
