@@ -88,15 +88,12 @@ class PreprocessPool:
         """
         self.check_intake()
         executor = self._executor
-        try:
-            future = executor.submit(function, *args, **kwargs)
-        except BrokenProcessPool:
-            self._replace(executor)
-            raise PreprocessingFailedError() from None
-        self._pending += 1
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
         try:
+            # A pool already broken refuses at submit; one that breaks while the job runs fails its future.
+            future = executor.submit(function, *args, **kwargs)
+            self._pending += 1
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self._replace(executor)
