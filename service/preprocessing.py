@@ -100,7 +100,8 @@ class PreparedDigit:
     png: bytes | None = None
 
 
-def _png(pixels: InkArray) -> bytes:
+def grey_png(pixels: InkArray) -> bytes:
+    """Pixels in [0, 1] as an 8-bit grey PNG: the debug view, and the upload a client would send of them."""
     buffer = io.BytesIO()
     Image.fromarray((pixels * 255.0).round().astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -436,4 +437,4 @@ def prepare_digit(data: bytes, limits: DecodeLimits, *, with_png: bool = False) 
     grey = np.asarray(shrink_to_work_size(to_grayscale(image)), dtype=np.uint8)
     ink = remove_background(invert_if_light_background(grey))
     centred = center_by_mass(fit_into_box(crop_to_content(ink)))
-    return PreparedDigit(pixels=centred[np.newaxis], png=_png(centred) if with_png else None)
+    return PreparedDigit(pixels=centred[np.newaxis], png=grey_png(centred) if with_png else None)

@@ -7,7 +7,6 @@ followed by the service's own preprocessing; random choices come from the genera
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from modelstore import IMAGE_SIZE
 from service.errors import NoDigitFoundError, ServiceError
-from service.preprocessing import DecodeLimits, center_by_mass, crop_to_content, prepare_digit
+from service.preprocessing import DecodeLimits, center_by_mass, crop_to_content, grey_png, prepare_digit
 
 # A Gaussian kernel is cut at this many standard deviations: the tail beyond holds under 0.3 % of its mass.
 _KERNEL_SIGMAS = 3.0
@@ -100,14 +98,6 @@ def recentre(images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(centred)).unsqueeze(1).to(images.device, images.dtype)
 
 
-def grey_png(image: torch.Tensor) -> bytes:
-    """A ``(1, H, W)`` image in ``[0, 1]`` as the 8-bit grey PNG a client would upload."""
-    pixels = (image[0].detach().cpu().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def prepare_like_service(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image sent as a PNG through :func:`service.preprocessing.prepare_digit`, exactly as an upload is.
 
@@ -119,7 +109,8 @@ def prepare_like_service(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     refused = torch.zeros(len(images), dtype=torch.bool)
     for index, image in enumerate(images):
         try:
-            prepared[index] = torch.from_numpy(prepare_digit(grey_png(image), limits).pixels)
+            upload = grey_png(image[0].detach().cpu().clamp(0.0, 1.0).numpy())
+            prepared[index] = torch.from_numpy(prepare_digit(upload, limits).pixels)
         except ServiceError:
             refused[index] = True
     return prepared.to(images.device), refused
