@@ -498,21 +498,14 @@ def _model_input(data: bytes) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def mnist_as_png(mnist_sample: tuple[npt.NDArray[np.uint8], torch.Tensor]) -> torch.Tensor:
     """Each digit saved as a 28x28 PNG and preprocessed again: ``(N, 1, 28, 28)``."""
-    return torch.stack(
-        [
-            torch.from_numpy(prepare_digit(images.encode(Image.fromarray(d), "PNG"), LIMITS).pixels)
-            for d in mnist_sample[0]
-        ]
-    )
+    return torch.stack([_model_input(images.encode(Image.fromarray(d), "PNG")) for d in mnist_sample[0]])
 
 
 @pytest.fixture(scope="module")
 def mnist_as_jpeg(mnist_sample: tuple[npt.NDArray[np.uint8], torch.Tensor]) -> torch.Tensor:
     """Each digit rendered as a user upload (300x300 RGB JPEG, black on white, scaled, shifted), preprocessed."""
     rng = np.random.default_rng(7)
-    return torch.stack(
-        [torch.from_numpy(prepare_digit(images.render_mnist(d, rng), LIMITS).pixels) for d in mnist_sample[0]]
-    )
+    return torch.stack([_model_input(images.render_mnist(d, rng)) for d in mnist_sample[0]])
 
 
 def _centres(batch: torch.Tensor) -> torch.Tensor:
