@@ -2,7 +2,7 @@
 
 Why processes and not threads: decoding and preprocessing a small upload is mostly short NumPy and Pillow calls
 that hold the GIL. In threads they compete with the event loop (HTTP parsing, routing, JSON) for the one
-interpreter lock; in processes they run on the other cores. The benchmark measured 30-45 % more requests/s.
+interpreter lock; in processes they run on the other cores.
 
 Contract of :class:`PreprocessPool`:
 
