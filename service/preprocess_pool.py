@@ -4,17 +4,23 @@ Why processes and not threads: decoding and preprocessing a small upload is most
 that hold the GIL. In threads they compete with the event loop (HTTP parsing, routing, JSON) for the one
 interpreter lock; in processes they run on the other cores.
 
+Why not :class:`concurrent.futures.ProcessPoolExecutor`: it moves every job through a manager thread and a queue
+feeder thread in the server process, and each of those hand-offs takes the GIL from the event loop. Here each
+worker has its own socket pair, and the event loop itself writes the pickled job and reads the pickled answer
+(one length-prefixed frame each way), so the server process spends no thread on the pool.
+
 Contract of :class:`PreprocessPool`:
 
-- At most ``workers`` jobs run at once and at most ``max_waiting`` more wait; beyond that :meth:`run` raises
-  :class:`QueueFullError` (503 with ``Retry-After``) at once, so a flood of large uploads cannot grow memory and
-  latency without limit in front of the batcher's own bounded queue.
+- At most ``workers`` jobs run at once and at most ``max_waiting`` more wait, first come first served; beyond
+  that :meth:`run` raises :class:`QueueFullError` (503 with ``Retry-After``) at once, so a flood of large
+  uploads cannot grow memory and latency without limit in front of the batcher's own bounded queue.
 - A job's exception comes back to the caller as raised (the service's errors pickle with their detail).
-- A worker that dies (killed, out of memory, a crash inside a decoder) fails the jobs in flight with
-  :class:`PreprocessingFailedError` (503) and the pool is replaced: the server process lives on, and the next
-  request gets fresh workers.
-- A cancelled caller's job still runs to the end (a job cannot be interrupted) and keeps its slot until then.
-- :meth:`shutdown` refuses new jobs, waits for the running ones and stops the workers.
+- A worker that dies (killed, out of memory, a crash inside a decoder) fails only the job it was running, with
+  :class:`PreprocessingFailedError` (503); a fresh worker takes its place for the next job.
+- A cancelled caller's job still runs to the end if it had started (a job cannot be interrupted) and keeps its
+  slot until then; one still waiting for a worker is dropped.
+- :meth:`shutdown` refuses new jobs (:class:`ServiceUnavailableError`), lets every accepted job finish, then
+  stops the workers.
 
 Workers are forked from a fork server that has imported :mod:`service.preprocessing` once, so a new worker starts
 in milliseconds and never inherits the server's threads. They ignore SIGINT, which a terminal sends to the whole
@@ -24,24 +30,78 @@ process group: Ctrl-C stops the server through its lifespan, which then stops th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
-import os
+import pickle
 import signal
+import socket
+import struct
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any, ParamSpec, TypeVar, cast
 
 from service.errors import PreprocessingFailedError, QueueFullError, ServiceUnavailableError
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _PRELOAD = ["service.preprocessing"]
+# Every message, either way, is one frame: its length, then a pickle.
+_FRAME_HEADER = struct.Struct("!Q")
 
 
-def _ignore_sigint() -> None:
+def _frame(payload: object) -> bytes:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME_HEADER.pack(len(data)) + data
+
+
+def _serve_jobs(channel: socket.socket) -> None:
+    """A worker's whole life: answer each ``(function, args, kwargs)`` frame with ``(ok, result or exception)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with channel, channel.makefile("rb") as incoming:
+        # EOF (the server closed its end, or went away) is the order to stop.
+        while len(header := incoming.read(_FRAME_HEADER.size)) == _FRAME_HEADER.size:
+            (size,) = _FRAME_HEADER.unpack(header)
+            function, args, kwargs = pickle.loads(incoming.read(size))
+            try:
+                answer = _frame((True, function(*args, **kwargs)))
+            except Exception as exc:  # the job's own error, to be raised in the caller
+                try:
+                    answer = _frame((False, exc))
+                except Exception:  # an exception that does not pickle still fails only its job
+                    answer = _frame((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            channel.sendall(answer)
+
+
+@dataclass(eq=False)
+class _Job:
+    frame: bytes
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def call(self, frame: bytes) -> tuple[bool, Any]:
+        """Send one job and read its answer; :class:`ConnectionError` or EOF if the worker died meanwhile."""
+        self.writer.write(frame)
+        await self.writer.drain()
+        (size,) = _FRAME_HEADER.unpack(await self.reader.readexactly(_FRAME_HEADER.size))
+        return cast(tuple[bool, Any], pickle.loads(await self.reader.readexactly(size)))
+
+    async def stop(self) -> None:
+        """Close the channel (the worker exits at EOF) and reap the process."""
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+        await asyncio.to_thread(self.process.join)
 
 
 class PreprocessPool:
@@ -54,12 +114,10 @@ class PreprocessPool:
         self._capacity = workers + max_waiting
         self._pending = 0
         self._closed = False
-        self._executor = self._new_executor()
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)  # takes effect when the fork server starts (once per process)
-        return ProcessPoolExecutor(self._workers, mp_context=context, initializer=_ignore_sigint)
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(_PRELOAD)  # takes effect when the fork server starts (once per process)
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._drivers: list[asyncio.Task[None]] = []
 
     @property
     def pending(self) -> int:
@@ -68,14 +126,18 @@ class PreprocessPool:
 
     async def start(self) -> None:
         """Start the fork server and the workers now, so the first requests do not wait for them."""
-        await asyncio.gather(*(self.run(os.getpid) for _ in range(self._workers)))
+        if self._closed or self._drivers:
+            raise RuntimeError("the pool can be started only once")
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self._workers)))
+        self._drivers = [asyncio.create_task(self._drive(worker), name="preprocess-worker") for worker in workers]
 
     def check_intake(self) -> None:
         """Raise now what :meth:`run` would raise for lack of room, so callers can refuse before working.
 
-        :class:`ServiceUnavailableError` once shut down, :class:`QueueFullError` when the backlog is full.
+        :class:`ServiceUnavailableError` when not started or shut down, :class:`QueueFullError` when the backlog
+        is full.
         """
-        if self._closed:
+        if self._closed or not self._drivers:
             raise ServiceUnavailableError()
         if self._pending >= self._capacity:
             raise QueueFullError()
@@ -87,28 +149,50 @@ class PreprocessPool:
         :class:`PreprocessingFailedError` if the worker died.
         """
         self.check_intake()
-        executor = self._executor
-        loop = asyncio.get_running_loop()
-        try:
-            # A pool already broken refuses at submit; one that breaks while the job runs fails its future.
-            future = executor.submit(function, *args, **kwargs)
-            self._pending += 1
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            self._replace(executor)
-            raise PreprocessingFailedError() from None
+        job = _Job(_frame((function, args, kwargs)))
+        self._pending += 1
+        self._jobs.put_nowait(job)
+        return cast(R, await job.future)
 
-    def _release(self) -> None:
-        self._pending -= 1
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        # Every job in flight on the broken pool fails together; the first to notice installs the new pool.
-        if self._executor is broken and not self._closed:
-            self._executor = self._new_executor()
-            broken.shutdown(wait=False, cancel_futures=True)
-
-    def shutdown(self) -> None:
-        """Refuse new jobs (:class:`ServiceUnavailableError`), wait for running ones and stop the workers."""
+    async def shutdown(self) -> None:
+        """Refuse new jobs, let the accepted ones finish, then stop the workers."""
+        if self._closed:
+            return
         self._closed = True
-        self._executor.shutdown(wait=True)
+        for _ in self._drivers:
+            self._jobs.put_nowait(None)  # behind every accepted job: each driver stops at its first
+        await asyncio.gather(*self._drivers)
+
+    async def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = self._context.Process(target=_serve_jobs, args=(theirs,), name="preprocess", daemon=True)
+            # Blocking: it asks the fork server (started on first use, which imports the preload) for a child.
+            await asyncio.to_thread(process.start)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        return _Worker(process, reader, writer)
+
+    async def _drive(self, worker: _Worker | None) -> None:
+        """Feed one worker the queue's jobs, one at a time, replacing it when it dies."""
+        while (job := await self._jobs.get()) is not None:
+            if job.future.done():  # cancelled while waiting: nobody wants the answer, and the slot frees now
+                self._pending -= 1
+                continue
+            try:
+                if worker is None:
+                    worker = await self._spawn()
+                ok, value = await worker.call(job.frame)
+            except Exception:  # died (EOF, reset), or could not start: only this job fails
+                logger.exception("a preprocessing worker failed; failing its job, a new worker takes the next")
+                if worker is not None:
+                    await worker.stop()
+                worker = None
+                ok, value = False, PreprocessingFailedError()
+            self._pending -= 1
+            if not job.future.done():
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+        if worker is not None:
+            await worker.stop()

@@ -72,7 +72,7 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.store_watcher
         await self.batcher.stop()
-        await asyncio.to_thread(self.preprocess_pool.shutdown)
+        await self.preprocess_pool.shutdown()
         logger.info("stopped: every accepted request was answered")
 
 

@@ -56,7 +56,7 @@ async def pool() -> AsyncIterator[PreprocessPool]:
     pool = PreprocessPool(workers=1, max_waiting=1)
     await pool.start()
     yield pool
-    await asyncio.to_thread(pool.shutdown)
+    await pool.shutdown()
 
 
 async def test_runs_the_function_in_a_worker_process(pool: PreprocessPool, tmp_path: Path) -> None:
@@ -121,12 +121,57 @@ async def test_a_dead_worker_fails_its_job_and_the_pool_recovers(pool: Preproces
     assert pool.pending == 0
 
 
-async def test_a_shut_down_pool_refuses_work() -> None:
-    pool = PreprocessPool(workers=1, max_waiting=1)
-    pool.shutdown()
+async def test_a_dead_worker_costs_only_its_own_job(tmp_path: Path) -> None:
+    pool = PreprocessPool(workers=2, max_waiting=0)
+    await pool.start()
+    try:
+        gate = tmp_path / "gate"
+        survivor = asyncio.create_task(pool.run(held_job, gate, 1))
+        await wait_started(gate, 1)
+        with pytest.raises(PreprocessingFailedError):
+            await asyncio.wait_for(pool.run(die), STEP_TIMEOUT_S)
+        gate.touch()
+        value, _ = await asyncio.wait_for(survivor, STEP_TIMEOUT_S)
+        assert value == 2
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_cancelled_job_that_never_started_is_dropped(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    running = asyncio.create_task(pool.run(held_job, gate, 1))
+    await wait_started(gate, 1)
+    waiting = asyncio.create_task(pool.run(held_job, gate, 2))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    gate.touch()
+    value, _ = await asyncio.wait_for(running, STEP_TIMEOUT_S)
+    await asyncio.wait_for(pool.run(held_job, gate, 3), STEP_TIMEOUT_S)
+    assert value == 2
+    assert pool.pending == 0
+    assert not gate.with_name(f"{gate.name}.started.2").exists()
+
+
+async def test_shutdown_finishes_accepted_jobs_then_refuses_work(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    accepted = [asyncio.create_task(pool.run(held_job, gate, value)) for value in (1, 2)]
+    await wait_started(gate, 1)
+    stopping = asyncio.create_task(pool.shutdown())
+    await asyncio.sleep(0)
 
     with pytest.raises(ServiceUnavailableError):
         await pool.run(int, "1")
+    gate.touch()
+    await asyncio.wait_for(stopping, STEP_TIMEOUT_S)
+    assert [value for value, _ in await asyncio.gather(*accepted)] == [2, 4]
+
+
+async def test_a_pool_not_started_refuses_work() -> None:
+    with pytest.raises(ServiceUnavailableError):
+        await PreprocessPool(workers=1, max_waiting=1).run(int, "1")
 
 
 def test_invalid_limits_are_rejected() -> None:
