@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import pickle
@@ -52,6 +53,11 @@ R = TypeVar("R")
 _PRELOAD = ["service.preprocessing"]
 # Every message, either way, is one frame: its length, then a pickle.
 _FRAME_HEADER = struct.Struct("!Q")
+# glibc's mallopt parameters (malloc.h) and the values the workers use; see _keep_freed_memory.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+_MMAP_THRESHOLD_BYTES = 16 * 1024 * 1024
 
 
 def _frame(payload: object) -> bytes:
@@ -59,9 +65,24 @@ def _frame(payload: object) -> bytes:
     return _FRAME_HEADER.pack(len(data)) + data
 
 
+def _keep_freed_memory() -> None:
+    """Let freed image buffers stay in the heap for the next job instead of going back to the kernel.
+
+    In a fresh process glibc maps every allocation over 128 KB (a 280x280 RGBA image is 306 KB) with its own
+    ``mmap`` and unmaps it on free, so each job faulted its buffers in anew: about 250 page faults and most of a
+    millisecond of kernel time per canvas upload. Buffers up to 16 MB now come from the heap, which keeps up to
+    64 MB free before trimming. Without glibc (no ``mallopt``) this does nothing.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+
+
 def _serve_jobs(channel: socket.socket) -> None:
     """A worker's whole life: answer each ``(function, args, kwargs)`` frame with ``(ok, result or exception)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _keep_freed_memory()
     with channel, channel.makefile("rb") as incoming:
         # EOF (the server closed its end, or went away) is the order to stop.
         while len(header := incoming.read(_FRAME_HEADER.size)) == _FRAME_HEADER.size:

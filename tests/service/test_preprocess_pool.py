@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.errors import NoDigitFoundError, PreprocessingFailedError, QueueFullError, ServiceUnavailableError
@@ -33,6 +35,16 @@ def held_job(gate: Path, value: int) -> tuple[int, int]:
     while not gate.exists() and time.monotonic() < deadline:
         time.sleep(_POLL_S)
     return value * 2, os.getpid()
+
+
+def page_faults_of_reused_buffers(size_bytes: int, count: int, rounds: int) -> int:
+    """Minor page faults over ``rounds`` of touching ``count`` buffers of ``size_bytes`` at once, then freeing them
+    (a preprocessing job's pattern: several image-sized arrays alive together)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        buffers = [np.ones(size_bytes, dtype=np.uint8) for _ in range(count)]
+        del buffers
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def raise_no_digit() -> None:
@@ -67,6 +79,13 @@ async def test_runs_the_function_in_a_worker_process(pool: PreprocessPool, tmp_p
 
     assert value == 42
     assert pid != os.getpid()
+
+
+async def test_workers_reuse_freed_image_buffers(pool: PreprocessPool) -> None:
+    # Four image-sized buffers (256 pages each) freed by one job are reused by the next, not mapped afresh.
+    await pool.run(page_faults_of_reused_buffers, 1 << 20, 4, 1)
+    faults = await asyncio.wait_for(pool.run(page_faults_of_reused_buffers, 1 << 20, 4, 20), STEP_TIMEOUT_S)
+    assert faults < 256
 
 
 async def test_the_jobs_own_error_comes_back_as_raised(pool: PreprocessPool) -> None:
