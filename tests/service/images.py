@@ -120,6 +120,18 @@ def png_header_claiming(width: int, height: int) -> bytes:
     )
 
 
+def png_rgb16(pixels: npt.NDArray[np.uint16]) -> bytes:
+    """A 16-bit-per-sample RGB PNG of ``(H, W, 3)`` pixels (Pillow writes 16 bits only for grey)."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
+
+
 def gif_header_claiming(width: int, height: int) -> bytes:
     """A GIF whose logical screen and only image declare ``width`` x ``height`` (16-bit fields: at most 65,535)."""
     screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"

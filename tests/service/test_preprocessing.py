@@ -284,6 +284,34 @@ def test_pixel_limit_applies_per_call() -> None:
     assert decode_image(data, DecodeLimits(max_image_pixels=8_000)).size == (100, 80)
 
 
+def _pillow_pixels(data: bytes) -> tuple[str, npt.NDArray[np.uint8]]:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.mode, np.asarray(image)
+
+
+_PNG_LAYOUTS: dict[str, Callable[[], bytes]] = {
+    **{
+        mode: (lambda mode=mode: images.encode(images.canvas_drawing(ink=(30, 90, 150)).convert(mode), "PNG"))
+        for mode in ("L", "LA", "RGB", "RGBA")
+    },
+    "RGB 16-bit": lambda: images.png_rgb16(np.random.default_rng(0).integers(0, 65_536, (40, 30, 3), dtype=np.uint16)),
+    "palette": lambda: images.encode(images.canvas_drawing().convert("P"), "PNG"),
+    "grey with tRNS key": lambda: images.encode(images.seven().convert("L"), "PNG", transparency=255),
+    "grey 16-bit": lambda: images.encode(images.seven().convert("I;16"), "PNG"),
+}
+
+
+@pytest.mark.parametrize("make", _PNG_LAYOUTS.values(), ids=_PNG_LAYOUTS.keys())
+def test_png_decoding_gives_pillows_pixels_in_pillows_mode(make: Callable[[], bytes]) -> None:
+    data = make()
+    decoded = decode_image(data, LIMITS)
+
+    mode, pixels = _pillow_pixels(data)
+    assert decoded.mode == mode
+    np.testing.assert_array_equal(np.asarray(decoded), pixels)
+
+
 def test_decode_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         DecodeLimits(max_image_pixels=0)
