@@ -7,7 +7,8 @@ interpreter lock; in processes they run on the other cores.
 Why not :class:`concurrent.futures.ProcessPoolExecutor`: it moves every job through a manager thread and a queue
 feeder thread in the server process, and each of those hand-offs takes the GIL from the event loop. Here each
 worker has its own socket pair, and the event loop itself writes the pickled job and reads the pickled answer
-(one length-prefixed frame each way), so the server process spends no thread on the pool.
+(one length-prefixed frame each way), so the server process spends no thread on the pool. While jobs wait, each
+worker holds the next one in its socket, so it never idles waiting for a busy event loop to send it work.
 
 Contract of :class:`PreprocessPool`:
 
@@ -16,9 +17,9 @@ Contract of :class:`PreprocessPool`:
   uploads cannot grow memory and latency without limit in front of the batcher's own bounded queue.
 - A job's exception comes back to the caller as raised (the service's errors pickle with their detail).
 - A worker that dies (killed, out of memory, a crash inside a decoder) fails only the job it was running, with
-  :class:`PreprocessingFailedError` (503); a fresh worker takes its place for the next job.
-- A cancelled caller's job still runs to the end if it had started (a job cannot be interrupted) and keeps its
-  slot until then; one still waiting for a worker is dropped.
+  :class:`PreprocessingFailedError` (503); a fresh worker takes its place and the job queued behind it.
+- A cancelled caller's job still runs to the end once sent to a worker (a job cannot be interrupted) and keeps
+  its slot until then; one still waiting in the queue is dropped.
 - :meth:`shutdown` refuses new jobs (:class:`ServiceUnavailableError`), lets every accepted job finish, then
   stops the workers.
 
@@ -38,6 +39,7 @@ import pickle
 import signal
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -53,6 +55,8 @@ R = TypeVar("R")
 _PRELOAD = ["service.preprocessing"]
 # Every message, either way, is one frame: its length, then a pickle.
 _FRAME_HEADER = struct.Struct("!Q")
+# Jobs sent to a worker before the oldest one's answer is read (see PreprocessPool._drive).
+_JOBS_PER_WORKER = 2
 # glibc's mallopt parameters (malloc.h) and the values the workers use; see _keep_freed_memory.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -110,9 +114,8 @@ class _Worker:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
-    async def call(self, frame: bytes) -> tuple[bool, Any]:
-        """Send one job and read its answer; :class:`ConnectionError` or EOF if the worker died meanwhile."""
-        self.writer.write(frame)
+    async def answer(self) -> tuple[bool, Any]:
+        """The next answer, in the order the jobs were sent; EOF or :class:`ConnectionError` if the worker died."""
         await self.writer.drain()
         (size,) = _FRAME_HEADER.unpack(await self.reader.readexactly(_FRAME_HEADER.size))
         return cast(tuple[bool, Any], pickle.loads(await self.reader.readexactly(size)))
@@ -194,26 +197,58 @@ class PreprocessPool:
         return _Worker(process, reader, writer)
 
     async def _drive(self, worker: _Worker | None) -> None:
-        """Feed one worker the queue's jobs, one at a time, replacing it when it dies."""
-        while (job := await self._jobs.get()) is not None:
-            if job.future.done():  # cancelled while waiting: nobody wants the answer, and the slot frees now
-                self._pending -= 1
-                continue
-            try:
-                if worker is None:
-                    worker = await self._spawn()
-                ok, value = await worker.call(job.frame)
-            except Exception:  # died (EOF, reset), or could not start: only this job fails
-                logger.exception("a preprocessing worker failed; failing its job, a new worker takes the next")
-                if worker is not None:
-                    await worker.stop()
-                worker = None
-                ok, value = False, PreprocessingFailedError()
-            self._pending -= 1
-            if not job.future.done():
-                if ok:
-                    job.future.set_result(value)
+        """Feed one worker the queue's jobs, replacing it when it dies.
+
+        While jobs wait, the next one is sent before the current one's answer is read, so the worker finds it in
+        its socket the moment it finishes, however busy the event loop is. A worker runs its jobs in order, so when
+        it dies the oldest unanswered job is the one that killed it: that one fails, the others go to the new worker.
+        """
+        in_flight: deque[_Job] = deque()
+        stopping = False
+        while in_flight or not stopping:
+            if not stopping and len(in_flight) < _JOBS_PER_WORKER and (not in_flight or not self._jobs.empty()):
+                job = await self._jobs.get()
+                if job is None:
+                    stopping = True
+                elif job.future.done():  # cancelled while waiting: nobody wants the answer, the slot frees now
+                    self._pending -= 1
                 else:
-                    job.future.set_exception(value)
+                    in_flight.append(job)
+                    worker = await self._send([job], worker, in_flight)
+                continue
+            assert worker is not None  # every job in flight was sent to it
+            try:
+                ok, value = await worker.answer()
+            except Exception:  # died: EOF, reset
+                logger.exception("a preprocessing worker died; failing its job, a new worker takes the others")
+                await worker.stop()
+                self._finish(in_flight.popleft(), False, PreprocessingFailedError())
+                worker = await self._send(list(in_flight), None, in_flight)
+                continue
+            self._finish(in_flight.popleft(), ok, value)
         if worker is not None:
             await worker.stop()
+
+    async def _send(self, jobs: list[_Job], worker: _Worker | None, in_flight: deque[_Job]) -> _Worker | None:
+        """Write ``jobs`` to ``worker``, or to a new one if it is None; if none can start, they fail."""
+        if worker is None and jobs:
+            try:
+                worker = await self._spawn()
+            except Exception:
+                logger.exception("no preprocessing worker could be started; failing %d jobs", len(jobs))
+                for job in jobs:
+                    in_flight.remove(job)
+                    self._finish(job, False, PreprocessingFailedError())
+                return None
+        for job in jobs:
+            assert worker is not None
+            worker.writer.write(job.frame)  # never raises: a dead worker shows up as EOF when its answer is read
+        return worker
+
+    def _finish(self, job: _Job, ok: bool, value: Any) -> None:
+        self._pending -= 1
+        if not job.future.done():
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)

@@ -156,6 +156,18 @@ async def test_a_dead_worker_costs_only_its_own_job(tmp_path: Path) -> None:
         await pool.shutdown()
 
 
+async def test_the_job_queued_behind_a_fatal_one_runs_on_the_new_worker(pool: PreprocessPool, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    # One worker: the second job is sent to it while the first one kills it.
+    fatal, queued = pool.run(die), pool.run(held_job, gate, 5)
+    outcomes = await asyncio.wait_for(asyncio.gather(fatal, queued, return_exceptions=True), STEP_TIMEOUT_S)
+
+    assert isinstance(outcomes[0], PreprocessingFailedError)
+    assert outcomes[1][0] == 10
+    assert pool.pending == 0
+
+
 async def test_a_cancelled_job_that_never_started_is_dropped(pool: PreprocessPool, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     running = asyncio.create_task(pool.run(held_job, gate, 1))
