@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     # One intra-op thread: the event loop and the decoders need the other cores; batching supplies the throughput.
     torch_threads: int = Field(default=1, gt=0)
     autocast_fp16: bool = Field(default=False, description="float16 autocast on CUDA (ignored on CPU)")
-    # 16: the models' CPU cost per image is nearly flat from a batch of 8 up, while a finished batch's responses
-    # leave the event loop in one burst; at 64 clients, batches of up to 32 made that burst the p99 (the benchmark).
+    # 16, from the benchmark: a finished batch's responses leave the event loop in one burst, and at 64 clients
+    # batches of up to 32 made that burst the digit's p99.
     max_batch_size: int = Field(default=16, gt=0)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     queue_max_size: int = Field(default=128, gt=0)
