@@ -63,6 +63,17 @@ async def wait_started(gate: Path, value: int) -> None:
         await asyncio.sleep(_POLL_S)
 
 
+async def one_running_one_waiting(
+    pool: PreprocessPool, gate: Path
+) -> tuple[asyncio.Task[tuple[int, int]], asyncio.Task[tuple[int, int]]]:
+    """Job 1 running in the pool's only worker, held until ``gate`` exists, and job 2 queued behind it."""
+    running = asyncio.create_task(pool.run(held_job, gate, 1))
+    await wait_started(gate, 1)
+    waiting = asyncio.create_task(pool.run(held_job, gate, 2))
+    await asyncio.sleep(0)
+    return running, waiting
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[PreprocessPool]:
     pool = PreprocessPool(workers=1, max_waiting=1)
@@ -97,10 +108,7 @@ async def test_the_jobs_own_error_comes_back_as_raised(pool: PreprocessPool) -> 
 
 async def test_backlog_over_the_bound_is_refused_at_once(pool: PreprocessPool, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    running = asyncio.create_task(pool.run(held_job, gate, 1))
-    await wait_started(gate, 1)
-    waiting = asyncio.create_task(pool.run(held_job, gate, 2))
-    await asyncio.sleep(0)
+    running, waiting = await one_running_one_waiting(pool, gate)
     assert pool.pending == 2
 
     with pytest.raises(QueueFullError):
@@ -170,10 +178,7 @@ async def test_the_job_queued_behind_a_fatal_one_runs_on_the_new_worker(pool: Pr
 
 async def test_a_cancelled_job_that_never_started_is_dropped(pool: PreprocessPool, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    running = asyncio.create_task(pool.run(held_job, gate, 1))
-    await wait_started(gate, 1)
-    waiting = asyncio.create_task(pool.run(held_job, gate, 2))
-    await asyncio.sleep(0)
+    running, waiting = await one_running_one_waiting(pool, gate)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
