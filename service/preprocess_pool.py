@@ -115,8 +115,11 @@ class _Worker:
     writer: asyncio.StreamWriter
 
     async def answer(self) -> tuple[bool, Any]:
-        """The next answer, in the order the jobs were sent; EOF or :class:`ConnectionError` if the worker died."""
-        await self.writer.drain()
+        """The next answer, in the order the jobs were sent; EOF or :class:`ConnectionError` if the worker died.
+
+        Jobs are written without waiting for them to drain (the pool's bound caps what is buffered): a worker
+        blocked sending a large answer must find its answer being read, not the server waiting for it to read.
+        """
         (size,) = _FRAME_HEADER.unpack(await self.reader.readexactly(_FRAME_HEADER.size))
         return cast(tuple[bool, Any], pickle.loads(await self.reader.readexactly(size)))
 

@@ -47,6 +47,10 @@ def page_faults_of_reused_buffers(size_bytes: int, count: int, rounds: int) -> i
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def echo(data: bytes) -> bytes:
+    return data
+
+
 def raise_no_digit() -> None:
     raise NoDigitFoundError()
 
@@ -97,6 +101,13 @@ async def test_workers_reuse_freed_image_buffers(pool: PreprocessPool) -> None:
     await pool.run(page_faults_of_reused_buffers, 1 << 20, 4, 1)
     faults = await asyncio.wait_for(pool.run(page_faults_of_reused_buffers, 1 << 20, 4, 20), STEP_TIMEOUT_S)
     assert faults < 256
+
+
+async def test_large_jobs_and_answers_both_ways_at_once_do_not_deadlock(pool: PreprocessPool) -> None:
+    # Far more than a socket buffer each way: the second job is written while the first one's answer comes back.
+    payloads = [bytes([value]) * (8 << 20) for value in (1, 2)]
+    answers = await asyncio.wait_for(asyncio.gather(*(pool.run(echo, p) for p in payloads)), STEP_TIMEOUT_S)
+    assert answers == payloads
 
 
 async def test_the_jobs_own_error_comes_back_as_raised(pool: PreprocessPool) -> None:
