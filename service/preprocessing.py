@@ -139,7 +139,9 @@ _DECODE_ERRORS = (
 # PNG layouts libspng decodes to exactly what Pillow would (Pillow calls 16-bit grey "I;16"; pyspng cannot give
 # grey with alpha); a ``tRNS`` transparency key stays with Pillow, which applies it in to_grayscale.
 _SPNG_MODES = frozenset({"L", "RGB", "RGBA"})
-_PNG_EXTRAS = frozenset({"transparency", "exif"})
+# Everywhere Pillow reads a PNG's orientation from (an eXIf chunk, ImageMagick's raw EXIF text, XMP), in or after
+# the header: such files stay with Pillow. Text-chunk keywords are never compressed, so a byte search finds them.
+_PNG_ORIENTATION_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 _TOO_LARGE_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError)
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -173,15 +175,17 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
 
 
 def _load_pixels(image: ImageFile.ImageFile, data: bytes) -> Image.Image:
-    """The decoded image: grey, RGB and RGBA PNGs without a transparency key through libspng, the rest by Pillow.
+    """The decoded image: grey, RGB and RGBA PNGs with no transparency key and no orientation through libspng,
+    the rest by Pillow.
 
     libspng decodes such a PNG to the same pixels in about half of Pillow's time, and the web page's canvas upload
-    (an RGBA PNG) is the service's commonest input, for which decoding was the largest cost. Files with an EXIF
-    block go to Pillow, whose header parser reads the orientation.
+    (an RGBA PNG) is the service's commonest input, for which decoding was the largest cost. The image it returns
+    carries no metadata, hence Pillow for files that state an orientation.
     """
     mode = image.mode
     simple_png = isinstance(image, PngImagePlugin.PngImageFile) and mode in _SPNG_MODES
-    if simple_png and not _PNG_EXTRAS & image.info.keys() and b"eXIf" not in data:
+    stated_orientation = any(marker in data for marker in _PNG_ORIENTATION_MARKERS)
+    if simple_png and "transparency" not in image.info and not stated_orientation:
         try:
             # ``format`` asks for 8-bit samples, as Pillow gives for 16-bit RGB(A).
             return Image.fromarray(pyspng.load(data, format=mode))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import GifImagePlugin, Image, ImageDraw
+from PIL import ExifTags, GifImagePlugin, Image, ImageDraw, PngImagePlugin
 
 from modelstore import ModelStore
 from service.errors import (
@@ -175,6 +175,32 @@ def test_exif_orientation_turns_the_digit_upright(orientation: int) -> None:
     assert mean_difference(turned, upright) < 0.03
     # The 7's bar makes its top heavier than its bottom; a digit left on its side or head would not be.
     assert turned[:14].sum() > 1.3 * turned[14:].sum()
+
+
+def _png_with_orientation(carrier: str, orientation: int) -> bytes:
+    """An RGB PNG of random pixels whose orientation is stated the way ``carrier`` names."""
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    info = PngImagePlugin.PngInfo()
+    if carrier == "eXIf chunk":
+        return images.encode(image, "PNG", exif=exif)
+    if carrier == "raw EXIF text":  # as ImageMagick writes it
+        raw = exif.tobytes()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw)}\n{raw.hex()}")
+    else:
+        xmp = f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="{orientation}"/></x:xmpmeta>'
+        info.add_itxt("XML:com.adobe.xmp", xmp, zip=True)
+    return images.encode(image, "PNG", pnginfo=info)
+
+
+@pytest.mark.parametrize("carrier", ["eXIf chunk", "raw EXIF text", "XMP"])
+def test_png_orientation_is_applied_from_every_place_pillow_reads_it(carrier: str) -> None:
+    data = _png_with_orientation(carrier, 6)
+    with Image.open(io.BytesIO(data)) as stored:
+        expected = np.asarray(stored.transpose(Image.Transpose.ROTATE_270))
+
+    np.testing.assert_array_equal(np.asarray(decode_image(data, LIMITS)), expected)
 
 
 def test_broken_exif_block_is_ignored(reference: Image2D) -> None:
