@@ -234,7 +234,9 @@ class PreprocessPool:
 
     async def _send(self, jobs: list[_Job], worker: _Worker | None, in_flight: deque[_Job]) -> _Worker | None:
         """Write ``jobs`` to ``worker``, or to a new one if it is None; if none can start, they fail."""
-        if worker is None and jobs:
+        if not jobs:
+            return worker
+        if worker is None:
             try:
                 worker = await self._spawn()
             except Exception:
@@ -244,7 +246,6 @@ class PreprocessPool:
                     self._finish(job, False, PreprocessingFailedError())
                 return None
         for job in jobs:
-            assert worker is not None
             worker.writer.write(job.frame)  # never raises: a dead worker shows up as EOF when its answer is read
         return worker
 
