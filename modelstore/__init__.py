@@ -2,8 +2,11 @@
 
 from modelstore.store import (
     CONFIG_FILE,
+    DIGIT_CLASSIFIER,
     IMAGE_SIZE,
     LABELS,
+    LINE_HEIGHT,
+    LINE_READER,
     MANIFEST_FILE,
     MODEL_FILE,
     NUM_CLASSES,
@@ -11,7 +14,9 @@ from modelstore.store import (
     Manifest,
     ManifestError,
     ModelNotFoundError,
+    ModelKind,
     ModelStore,
+    Signature,
     StoreError,
     TensorSpec,
     VerifiedModel,
@@ -20,8 +25,11 @@ from modelstore.store import (
 
 __all__ = [
     "CONFIG_FILE",
+    "DIGIT_CLASSIFIER",
     "IMAGE_SIZE",
     "LABELS",
+    "LINE_HEIGHT",
+    "LINE_READER",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "NUM_CLASSES",
@@ -29,7 +37,9 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ModelNotFoundError",
+    "ModelKind",
     "ModelStore",
+    "Signature",
     "StoreError",
     "TensorSpec",
     "VerifiedModel",

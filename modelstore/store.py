@@ -77,6 +77,33 @@ INPUT_SPEC = TensorSpec(
     description="grey image in [0, 1], white digit on black (MNIST polarity), 20x20 box centred by mass",
 )
 OUTPUT_SPEC = TensorSpec(name="output__0", dims=[NUM_CLASSES], description="logits for digits 0-9")
+# The line reader's strip height (see imaging.lines) and its CTC classes: the blank, then the ten digits.
+LINE_HEIGHT = 32
+LINE_INPUT_SPEC = TensorSpec(
+    name="input__0",
+    dims=[1, LINE_HEIGHT, -1],
+    description="one line of digits in [0, 1], light ink on black, 32 px high, width a multiple of 4 (zero-padded)",
+)
+LINE_OUTPUT_SPEC = TensorSpec(
+    name="output__0",
+    dims=[-1, NUM_CLASSES + 1],
+    description="per 4-column frame, CTC logits: index 0 the blank, index d + 1 the digit d",
+)
+# What a model does, read from its manifest (never from its name): the service serves each kind on its own route.
+ModelKind = Literal["digit_classifier", "line_reader"]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A kind of model and its tensors."""
+
+    kind: ModelKind
+    input: TensorSpec
+    output: TensorSpec
+
+
+DIGIT_CLASSIFIER = Signature("digit_classifier", INPUT_SPEC, OUTPUT_SPEC)
+LINE_READER = Signature("line_reader", LINE_INPUT_SPEC, LINE_OUTPUT_SPEC)
 
 
 class Manifest(BaseModel):
@@ -91,6 +118,8 @@ class Manifest(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
     parameters: int = Field(ge=0)
+    # Manifests written before line readers existed describe digit classifiers.
+    kind: ModelKind = "digit_classifier"
     input: TensorSpec = INPUT_SPEC
     output: TensorSpec = OUTPUT_SPEC
     labels: list[int] = Field(default_factory=lambda: list(LABELS))
@@ -124,16 +153,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def triton_config(name: str) -> str:
-    """The Triton ``config.pbtxt`` for a model of this store's signature."""
-    in_dims = ", ".join(str(d) for d in INPUT_SPEC.dims)
-    out_dims = ", ".join(str(d) for d in OUTPUT_SPEC.dims)
+def triton_config(name: str, signature: Signature = DIGIT_CLASSIFIER) -> str:
+    """The Triton ``config.pbtxt`` for a model of ``signature`` (-1 marks a variable dimension, as in Triton)."""
+    in_dims = ", ".join(str(d) for d in signature.input.dims)
+    out_dims = ", ".join(str(d) for d in signature.output.dims)
     return (
         f'name: "{name}"\n'
         'platform: "pytorch_libtorch"\n'
         f"max_batch_size: {_TRITON_MAX_BATCH_SIZE}\n"
-        f'input [{{ name: "{INPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
-        f'output [{{ name: "{OUTPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
+        f'input [{{ name: "{signature.input.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
+        f'output [{{ name: "{signature.output.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
     )
 
 
@@ -246,6 +275,7 @@ class ModelStore:
         git_commit: str | None = None,
         torch_version: str,
         extra_files: Mapping[str, bytes] | None = None,
+        signature: Signature = DIGIT_CLASSIFIER,
     ) -> Manifest:
         """Publish ``model_file`` as the next version of ``name`` and return its manifest.
 
@@ -275,6 +305,9 @@ class ModelStore:
                     sha256=sha256_bytes(model_bytes),
                     size_bytes=len(model_bytes),
                     parameters=parameters,
+                    kind=signature.kind,
+                    input=signature.input,
+                    output=signature.output,
                     temperature=temperature,
                     ensemble_weight=ensemble_weight,
                     metrics=dict(metrics),
@@ -287,18 +320,18 @@ class ModelStore:
                 target = self.version_dir(name, version)
                 os.rename(staging, target)
                 _fsync_path(folder)
-                self._write_triton_config(name)
+                self._write_triton_config(name, signature)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.read_verified(name, version)
         return manifest
 
-    def _write_triton_config(self, name: str) -> None:
+    def _write_triton_config(self, name: str, signature: Signature) -> None:
         folder = self.model_dir(name)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(triton_config(name).encode())
+            handle.write(triton_config(name, signature).encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, folder / CONFIG_FILE)

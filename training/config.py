@@ -100,3 +100,29 @@ def reference_recipe(base: TrainConfig) -> TrainConfig:
 def quick_recipe(base: TrainConfig) -> TrainConfig:
     """The smoke-test mode: one epoch on a small class-balanced subset, finishing well under a minute."""
     return dataclasses.replace(base, epochs=1, limit=2000, eval_limit=1000)
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The line reader's training run (see :mod:`training.reading`); saved in its manifest."""
+
+    # Batches of composed lines; each batch is new lines, so there are no epochs. 5,000 steps of 48 lines is
+    # 240,000 lines (about 1.6 M digit instances) and about 25 minutes on one CPU core.
+    steps: int = 5000
+    batch_size: int = 48
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    # LSTMs under CTC occasionally see a gradient spike early on; clipping keeps one batch from undoing the rest.
+    max_grad_norm: float = 5.0
+    # Share of apart, touching and overlapping gaps between neighbouring digits.
+    spacing_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    # The digit models' validation hold-out (same size and seed, hence the same digits).
+    validation_size: int = 5000
+    validation_lines: int = 1000
+    eval_every: int = 500
+    seed: int = 0
+    # Class-balanced cap on the training digits (None: all 55,000).
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

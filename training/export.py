@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modelstore import MODEL_FILE, Manifest, ModelStore
+from modelstore import DIGIT_CLASSIFIER, MODEL_FILE, Manifest, ModelStore, Signature
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def load_torchscript(data: bytes) -> torch.jit.ScriptModule:
 
 
 def check_export(net: nn.Module, scripted: bytes, images: torch.Tensor) -> float:
-    """Max absolute logit difference between ``net`` and the reloaded ``scripted`` on ``images`` ``(N, 1, 28, 28)``.
+    """Max absolute logit difference between ``net`` and the reloaded ``scripted`` on ``images`` (a model input batch).
 
     Raises :class:`ExportMismatchError` above :data:`EXPORT_TOLERANCE`.
     """
@@ -106,6 +106,7 @@ def publish_model(
     data_checksums: Mapping[str, str],
     commit: str | None,
     extra_files: Mapping[str, bytes],
+    signature: Signature = DIGIT_CLASSIFIER,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
     scripted = to_torchscript(net)
@@ -126,6 +127,7 @@ def publish_model(
             git_commit=commit,
             torch_version=torch.__version__,
             extra_files=extra_files,
+            signature=signature,
         )
     logger.info("published %s v%d (%d bytes) to %s", name, manifest.version, manifest.size_bytes, store.root)
     return manifest
