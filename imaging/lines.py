@@ -8,12 +8,28 @@ The training package composes synthetic lines through :func:`normalise_ink`, so 
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+
+from service.errors import NoDigitFoundError
+from service.preprocessing import (
+    DecodeLimits,
+    center_by_mass,
+    crop_to_content,
+    decode_image,
+    fit_into_box,
+    grey_png,
+    invert_if_light_background,
+    remove_background,
+    shrink_to_work_size,
+    to_grayscale,
+)
 
 InkArray = npt.NDArray[np.float32]
 _Mask = npt.NDArray[np.bool_]
@@ -187,3 +203,74 @@ def normalise_ink(ink: InkArray, *, deskew: bool = True) -> NormalisedLine:
     )
     pixels = np.clip(np.asarray(strip, dtype=np.float32), 0.0, 1.0)
     return NormalisedLine(pixels=pixels, to_source=to_source)
+
+
+# -- from an upload ------------------------------------------------------------------------------------------
+
+# Analysis runs with the longer side in [LINE_WORK_SIDE_PIXELS, 2 * LINE_WORK_SIDE_PIXELS): a line is wide and
+# short, so it needs more columns than a single digit to keep its digits tall enough (a 12-digit line across
+# 768 columns leaves each digit about 60 pixels).
+LINE_WORK_SIDE_PIXELS = 768
+
+
+@dataclass(frozen=True)
+class PreparedLine:
+    """The reader's input strip and the affine map from strip points to the uploaded image's pixels (after
+    EXIF orientation); with ``with_png``, the strip as an 8-bit grey PNG. Plain NumPy: it crosses processes."""
+
+    line: NormalisedLine
+    png: bytes | None = None
+
+
+def prepare_line(data: bytes, limits: DecodeLimits, *, with_png: bool = False) -> PreparedLine:
+    """Decode ``data`` and normalise the line of digits in it. Pure and blocking: it runs in a worker process.
+
+    Raises what :func:`decode_image` raises, and :class:`NoDigitFoundError` when no ink stands out.
+    """
+    image = decode_image(data, limits, draft_side_pixels=LINE_WORK_SIDE_PIXELS)
+    full_size = _upright_size(data)
+    shrunk = shrink_to_work_size(to_grayscale(image), LINE_WORK_SIDE_PIXELS)
+    ink = remove_ruled_lines(remove_background(invert_if_light_background(np.asarray(shrunk, dtype=np.uint8))))
+    try:
+        line = normalise_ink(ink)
+    except EmptyLineError:
+        raise NoDigitFoundError from None
+    # Work pixels to uploaded pixels: the shrink factor and JPEG draft scale together, the same on both axes.
+    scale = max(full_size) / max(shrunk.size)
+    scaled = NormalisedLine(pixels=line.pixels, to_source=line.to_source * scale)
+    return PreparedLine(line=scaled, png=grey_png(line.pixels) if with_png else None)
+
+
+def _upright_size(data: bytes) -> tuple[int, int]:
+    """The uploaded image's size from its header (the decoded image may be a reduced JPEG draft). Only the longer
+    side is used, which EXIF orientation does not change; :func:`decode_image` has checked the pixel limit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        size: tuple[int, int] = Image.open(io.BytesIO(data)).size
+    return size
+
+
+# -- digits of a read line -----------------------------------------------------------------------------------
+
+
+def ink_box(pixels: InkArray, first_column: int, end_column: int) -> tuple[float, float, float, float]:
+    """The strip rectangle ``(x0, y0, x1, y1)`` around the ink between two columns (the whole band when the
+    columns hold no ink above the fringe level)."""
+    band = pixels[:, first_column:end_column] > EXTENT_INK_LEVEL
+    rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
+    if rows.size == 0:
+        return float(first_column), 0.0, float(end_column), float(pixels.shape[0])
+    return (
+        float(first_column + cols[0]),
+        float(rows[0]),
+        float(first_column + cols[-1] + 1),
+        float(rows[-1] + 1),
+    )
+
+
+def digit_image(pixels: InkArray, first_column: int, end_column: int) -> InkArray:
+    """The ink between two columns as an MNIST-style 28x28 digit (the debug view of one read digit)."""
+    band = np.ascontiguousarray(pixels[:, first_column:end_column])
+    if not (band > 0).any():
+        return np.zeros((28, 28), dtype=np.float32)
+    return center_by_mass(fit_into_box(crop_to_content(band)))

@@ -126,7 +126,7 @@ class BatchPredictor:
         # Per model: its (rows, C) log-probabilities and, for each request index, its row in them.
         log_probs: dict[str, torch.Tensor] = {}
         row_of: dict[str, dict[int, int]] = {}
-        for name in models.names():
+        for name in models.classifiers():
             rows = [i for i, request in enumerate(group) if name in request.selected]
             if not rows:
                 continue

@@ -15,6 +15,7 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.preprocess_pool import PreprocessPool
+from service.reading import LineBatchReader, LineReading, LineRequest
 from service.registry import ModelRegistry, resolve_device, watch_store
 from service.telemetry import Telemetry
 
@@ -47,6 +48,7 @@ class AppState:
     telemetry: Telemetry
     registry: ModelRegistry
     batcher: MicroBatcher[DigitRequest, DigitPrediction]
+    line_batcher: MicroBatcher[LineRequest, LineReading]
     preprocess_pool: PreprocessPool
     upstream: Upstream
     accepting: bool = True
@@ -72,6 +74,7 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.store_watcher
         await self.batcher.stop()
+        await self.line_batcher.stop()
         await self.preprocess_pool.shutdown()
         logger.info("stopped: every accepted request was answered")
 
@@ -104,8 +107,18 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
         name="inference",
     )
     batcher.start()
+    # Lines get their own batcher (a batch holds one kind of input) under the same limits.
+    line_batcher: MicroBatcher[LineRequest, LineReading] = MicroBatcher(
+        LineBatchReader(device, telemetry),
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+        queue_max_size=settings.queue_max_size,
+        more_coming=lambda: upstream.count > 0,
+        name="reading",
+    )
+    line_batcher.start()
     telemetry.track(
-        queue_depth=lambda: batcher.queue_depth,
+        queue_depth=lambda: batcher.queue_depth + line_batcher.queue_depth,
         preprocess_pending=lambda: pool.pending,
         model_versions=lambda: {name: model.version for name, model in registry.models.models.items()},
     )
@@ -117,6 +130,7 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
         telemetry=telemetry,
         registry=registry,
         batcher=batcher,
+        line_batcher=line_batcher,
         preprocess_pool=pool,
         upstream=upstream,
         store_watcher=watcher,

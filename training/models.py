@@ -169,7 +169,9 @@ class LineReader(nn.Module):
         self.classifier = nn.Linear(2 * self.HIDDEN, NUM_CLASSES + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (N, 1, 32, W) -> (N, 24, 16, W/2) -> (N, 48, 8, W/4) -> (N, 96, 4, W/4) -> (N, 128, 1, W/4)
+        x = self.features(
+            x
+        )  # (N, 1, 32, W) -> (N, 24, 16, W/2) -> (N, 48, 8, W/4) -> (N, 96, 4, W/4) -> (N, 128, 1, W/4)
         x = self.dropout(x.squeeze(2).transpose(1, 2))  # (N, W/4, 128)
         x, _ = self.rnn(x)  # (N, W/4, 192)
         logits: torch.Tensor = self.classifier(x)  # (N, W/4, 11)

@@ -66,7 +66,7 @@ def _scaled(glyph: InkArray, scale: float) -> InkArray:
 
 def _left_profile(stroke: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
     """Per row, the first stroke column (inf where the row is empty)."""
-    first = stroke.argmax(axis=1).astype(np.float64)
+    first: npt.NDArray[np.float64] = stroke.argmax(axis=1).astype(np.float64)
     first[~stroke.any(axis=1)] = np.inf
     return first
 
@@ -137,9 +137,11 @@ def _pen_width(ink: InkArray, rng: np.random.Generator, variation: LineVariation
     draw = rng.uniform()
     if draw < variation.thicken_probability:
         thick = Image.fromarray(np.pad(ink, 1), mode="F").filter(ImageFilter.MaxFilter(3))
-        return np.asarray(thick, dtype=np.float32)
+        thickened: InkArray = np.asarray(thick, dtype=np.float32)
+        return thickened
     if draw < variation.thicken_probability + variation.thin_probability:
-        return np.clip((ink - 0.35) / 0.65, 0.0, 1.0).astype(np.float32)
+        thinned: InkArray = np.clip((ink - 0.35) / 0.65, 0.0, 1.0).astype(np.float32)
+        return thinned
     return ink
 
 
