@@ -55,7 +55,7 @@ R = TypeVar("R")
 _FRAME_HEADER = struct.Struct("!Q")
 # Jobs sent to a worker before the oldest one's answer is read (see PreprocessPool._drive).
 _JOBS_PER_WORKER = 2
-# glibc's mallopt parameters (malloc.h) and the values the workers use; see _keep_freed_memory.
+# glibc's mallopt parameters (malloc.h) and the values the workers use; see keep_freed_memory.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
@@ -83,7 +83,7 @@ def _frame(payload: object) -> bytes:
     return _FRAME_HEADER.pack(len(data)) + data
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Let freed image buffers stay in the heap for the next job instead of going back to the kernel.
 
     In a fresh process glibc maps every allocation over 128 KB (a 280x280 RGBA image is 306 KB) with its own
@@ -100,7 +100,7 @@ def _keep_freed_memory() -> None:
 def _serve_jobs(channel: socket.socket) -> None:
     """A worker's whole life: answer each ``(function, args, kwargs)`` frame with ``(ok, result or exception)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _keep_freed_memory()
+    keep_freed_memory()
     with channel, channel.makefile("rb") as incoming:
         # EOF (the server closed its end, or went away) is the order to stop.
         while len(header := incoming.read(_FRAME_HEADER.size)) == _FRAME_HEADER.size:

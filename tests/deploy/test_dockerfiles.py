@@ -34,6 +34,7 @@ CONTEXT_EXPECTATIONS = {
     "service/main.py": True,
     "service/static/index.html": True,
     "contract/store.py": True,
+    "imaging/digit.py": True,
     "training/export.py": True,
     "model_store/cnn/config.pbtxt": True,
     "model_store/cnn/1/model.pt": True,

@@ -10,15 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from harness.server import RunningServer, start_server
-from tests.support.fixtures import (  # noqa: F401  (fixtures shared with the service tests)
-    _no_digits_environment,
-    app,
-    client,
-    digit_png,
-    pristine_store,
-    settings,
-    store,
-)
+from tests.support.fixtures import *  # noqa: F403  (the service tests' fixtures)
 from tests.support.servers import ServerFactory
 from training.data import default_data_dir, load_mnist
 

@@ -18,6 +18,9 @@ from service.main import create_app
 from tests.support.stand_ins import MODEL_NAMES, publish
 from tests.support.uploads import draw_seven, png_bytes
 
+# Star-imported by the conftest of each folder that uses them (pytest finds fixtures by name in a conftest).
+__all__ = ["_no_digits_environment", "app", "client", "digit_png", "pristine_store", "settings", "store"]
+
 
 @pytest.fixture(scope="session")
 def pristine_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
