@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contract import ModelStore
 from evaluation.line_images import RENDERERS, RENDERINGS, Rendering
+from evaluation.run import DEFAULT_USPS, load_usps
+from imaging.decoding import DecodeLimits
 from imaging.lines import prepare_line
-from modelstore import ModelStore
-from service.preprocessing import DecodeLimits
 from service.reading import LineBatchReader, LineRequest
 from service.registry import ModelSet, load_model
-from training.compare import DEFAULT_USPS, load_usps
 from training.data import default_data_dir, load_mnist
 from training.reading import edit_distance
 from training.synthetic_lines import MAX_DIGITS, LineVariation, Spacing, compose_line, crop_glyph

@@ -17,19 +17,17 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service.errors import NoDigitFoundError
-from service.preprocessing import (
-    DecodeLimits,
+from imaging.decoding import DecodeLimits, decode_image, to_grayscale
+from imaging.digit import (
     center_by_mass,
     crop_to_content,
-    decode_image,
     fit_into_box,
     grey_png,
     invert_if_light_background,
     remove_background,
     shrink_to_work_size,
-    to_grayscale,
 )
+from imaging.errors import NoDigitFoundError
 
 InkArray = npt.NDArray[np.float32]
 _Mask = npt.NDArray[np.bool_]

@@ -3,7 +3,7 @@
 :class:`LineBatchReader` is the batch function of ``/read``'s micro-batcher. Lines of different widths share one
 forward pass, zero-padded on the right to the widest (the reader was trained on such batches); each line's
 frames are then cut back to its own width, divided by the manifest's temperature and decoded greedily
-(:func:`modelstore.ctc.greedy_decode`). A digit's columns run from midway between its peak frame and its left
+(:func:`contract.ctc.greedy_decode`). A digit's columns run from midway between its peak frame and its left
 neighbour's to midway to its right neighbour's; its box is the ink there, mapped back to the uploaded image.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contract.ctc import DecodedLine
+from contract.ctc import greedy_decode as decode_line
+from imaging.digit import grey_png
 from imaging.lines import FRAME_PIXELS, NormalisedLine, digit_image, ink_box
-from modelstore.ctc import DecodedLine
-from modelstore.ctc import greedy_decode as decode_line
-from service.preprocessing import grey_png
 from service.registry import ModelSet
 from service.telemetry import Telemetry
 

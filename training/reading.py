@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract import LINE_READER, Manifest, ModelStore
+from contract.ctc import DecodedLine, encode_targets, greedy_decode
 from imaging.lines import FRAME_PIXELS, normalise_ink
-from modelstore import LINE_READER, Manifest, ModelStore
-from modelstore.ctc import DecodedLine, encode_targets, greedy_decode
 from training.config import ReaderConfig
 from training.data import Subset, data_checksums, load_mnist, stratified_split
 from training.export import git_commit, publish_model

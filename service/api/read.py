@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from imaging import errors as imaging_errors
+from imaging.decoding import DecodeLimits
 from imaging.lines import prepare_line
 from service import errors
 from service.deps import StateDep
-from service.preprocessing import DecodeLimits
 from service.reading import LineReading, LineRequest
 from service.registry import ModelSet
 from service.schemas import (
@@ -98,7 +99,7 @@ async def read(request: Request, state: StateDep, debug: LineDebugQuery = False)
         limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
         try:
             prepared = await state.preprocess_pool.run(prepare_line, data, limits, with_png=debug)
-        except errors.NoDigitFoundError:
+        except imaging_errors.NoDigitFoundError:
             raise errors.NoDigitFoundError(_NO_LINE_DETAIL) from None
         normalised = time.perf_counter()
     reading = await state.line_batcher.submit(

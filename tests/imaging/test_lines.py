@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from contract import LINE_HEIGHT
+from imaging.decoding import DecodeLimits
+from imaging.errors import NoDigitFoundError
 from imaging.lines import (
     FRAME_PIXELS,
     INK_HEIGHT_PIXELS,
@@ -19,9 +22,6 @@ from imaging.lines import (
     prepare_line,
     remove_ruled_lines,
 )
-from modelstore import LINE_HEIGHT
-from service.errors import NoDigitFoundError
-from service.preprocessing import DecodeLimits
 from training.synthetic_lines import rotate_ink
 
 LIMITS = DecodeLimits(max_image_pixels=25_000_000)

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from contract import ModelStore
 from evaluation.line_images import render_canvas, render_scan
-from modelstore import ModelStore
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.service.conftest import FIXED_LOGITS, FixedLogits, TestClient, publish, upload
+from tests.support.stand_ins import FIXED_LOGITS, FixedLogits, publish
+from tests.support.uploads import upload
 from training.data import default_data_dir, load_mnist
 from training.synthetic_lines import LineVariation, compose_line, crop_glyph
 
@@ -187,9 +189,9 @@ def test_predict_serves_only_the_digit_classifiers(reader_client: TestClient, di
     }
 
 
-def test_kind_comes_from_the_manifest_not_the_name(store: ModelStore, settings: Settings, tmp_path: Path) -> None:
+def test_kind_comes_from_the_manifest_not_the_name(store: ModelStore, settings: Settings) -> None:
     # A digit classifier that happens to be called "reader" is still a digit classifier.
-    publish(store, "reader", FixedLogits(FIXED_LOGITS["cnn"]), tmp_dir=tmp_path)
+    publish(store, "reader", FixedLogits(FIXED_LOGITS["cnn"]))
 
     with TestClient(create_app(settings)) as client:
         response = client.post("/read", files=upload(b"never decoded"))

@@ -12,8 +12,8 @@ from PIL import Image
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from evaluation.line_images import render_scan
+from harness.server import RunningServer
 from tests.service.test_ui_browser import ARTIFACTS_DIR, DESKTOP, RESULT_TIMEOUT_MS, Stroke, browser, server
-from tests.support.server import RunningServer
 from training.data import default_data_dir, load_mnist
 from training.synthetic_lines import LineVariation, compose_line, crop_glyph
 

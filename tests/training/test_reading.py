@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelstore.ctc import CTC_CLASSES
+from contract.ctc import CTC_CLASSES
 from training.models import LineReader
 from training.reading import (
     batch_strips,
