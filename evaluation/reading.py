@@ -57,7 +57,7 @@ _CACHE_CHUNK_LINES = 50
 
 
 @dataclass(frozen=True)
-class TestLine:
+class RenderedLine:
     """One upload of the test set and what it says."""
 
     text: str
@@ -86,7 +86,7 @@ def compose_test_lines(
     count: int,
     source: Source,
     rng: np.random.Generator,
-) -> list[TestLine]:
+) -> list[RenderedLine]:
     """``count`` lines, lengths cycling 1..12, alternately apart and touching, renderings cycling too."""
     variation = LineVariation()
     lines = []
@@ -98,7 +98,7 @@ def compose_test_lines(
         gaps: list[Spacing] = ["apart"] * (length - 1) if spacing == "apart" else _touching_gaps(length - 1, rng)
         ink = compose_line([glyphs[i] for i in chosen], gaps, rng, variation)
         text = "".join(str(int(labels[i])) for i in chosen)
-        lines.append(TestLine(text, source, rendering, spacing, RENDERERS[rendering](ink, rng)))
+        lines.append(RenderedLine(text, source, rendering, spacing, RENDERERS[rendering](ink, rng)))
     return lines
 
 
@@ -114,7 +114,7 @@ def usps_glyphs(path: Path) -> tuple[list[np.ndarray], list[int]]:
     return glyphs, [int(label) for label in labels]
 
 
-def build_test_set(data_dir: Path, usps_path: Path, mnist_lines: int, usps_lines: int, seed: int) -> list[TestLine]:
+def build_test_set(data_dir: Path, usps_path: Path, mnist_lines: int, usps_lines: int, seed: int) -> list[RenderedLine]:
     """The seeded test set: MNIST test digits across the three renderings, then USPS digits as scans."""
     rng = np.random.default_rng(seed)
     images, labels = load_mnist(data_dir, "test")
@@ -127,7 +127,7 @@ def build_test_set(data_dir: Path, usps_path: Path, mnist_lines: int, usps_lines
 # -- readers -------------------------------------------------------------------------------------------------
 
 
-def read_with_service(lines: Sequence[TestLine], store: ModelStore, reader: str) -> list[str]:
+def read_with_service(lines: Sequence[RenderedLine], store: ModelStore, reader: str) -> list[str]:
     """What ``/read`` answers: the service's line preparation, the store's reader, the route's batch function.
     A line the service refuses as empty reads as the empty string."""
     device = torch.device("cpu")
@@ -151,7 +151,7 @@ def read_with_service(lines: Sequence[TestLine], store: ModelStore, reader: str)
     return texts
 
 
-def read_with_tesseract(lines: Sequence[TestLine]) -> list[str]:
+def read_with_tesseract(lines: Sequence[RenderedLine]) -> list[str]:
     """Tesseract 5 as a user would call it on a number: one text line (``--psm 7``), digits only."""
     texts = []
     for line in lines:
@@ -177,7 +177,7 @@ def _easyocr_reader() -> Any:
     )
 
 
-def read_with_easyocr(lines: Sequence[TestLine]) -> list[str]:
+def read_with_easyocr(lines: Sequence[RenderedLine]) -> list[str]:
     """EasyOCR with its offline English weights (no download at run time), digits only, on the CPU."""
     reader = _easyocr_reader()
     texts = []
@@ -200,7 +200,9 @@ class AnchorCache:
         if path is not None and path.is_file():
             self.readings = json.loads(path.read_text())
 
-    def read(self, name: str, lines: Sequence[TestLine], read: Callable[[Sequence[TestLine]], list[str]]) -> list[str]:
+    def read(
+        self, name: str, lines: Sequence[RenderedLine], read: Callable[[Sequence[RenderedLine]], list[str]]
+    ) -> list[str]:
         known = self.readings.setdefault(name, {})
         missing = [line for line in lines if line.sha256 not in known]
         logger.info("%s: reading %d of %d lines (the rest are cached)", name, len(missing), len(lines))
@@ -263,11 +265,11 @@ def _confusions(truth: Sequence[str], predicted: Sequence[str]) -> list[dict[str
     ]
 
 
-def breakdown(lines: Sequence[TestLine], predicted: Sequence[str]) -> dict[str, Any]:
+def breakdown(lines: Sequence[RenderedLine], predicted: Sequence[str]) -> dict[str, Any]:
     """Scores overall, by rendering, by length bucket and by spacing, plus the commonest confusions."""
     truth = [line.text for line in lines]
 
-    def subset(keep: Callable[[TestLine], bool]) -> dict[str, float]:
+    def subset(keep: Callable[[RenderedLine], bool]) -> dict[str, float]:
         chosen = [i for i, line in enumerate(lines) if keep(line)]
         return score([truth[i] for i in chosen], [predicted[i] for i in chosen])
 
@@ -306,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         np.random.default_rng(args.seed).choice(len(lines), round(len(lines) * args.easyocr_share), replace=False)
     ).tolist()
     subset = [lines[row] for row in chosen_rows]
-    readers: dict[str, tuple[Sequence[TestLine], Callable[[Sequence[TestLine]], list[str]]]] = {}
+    readers: dict[str, tuple[Sequence[RenderedLine], Callable[[Sequence[RenderedLine]], list[str]]]] = {}
     if not args.anchors_only:
         readers[f"{args.reader} v{version}"] = (lines, lambda batch: read_with_service(batch, store, args.reader))
     if not args.skip_anchors:
