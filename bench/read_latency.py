@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     env = {"DIGITS_MODEL_STORE_DIR": str(REPO_ROOT / "model_store"), "DIGITS_TORCH_THREADS": "1"}
     results: dict[str, object] = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
     with tempfile.TemporaryDirectory() as tmp, running_server(env, Path(tmp) / "service.log") as server:

@@ -319,9 +319,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         predicted = read(chosen)
         seconds = time.perf_counter() - began
-        results[name] = {
-            "easyocr_subset": breakdown(subset, predicted[:: args.easyocr_every] if chosen is lines else predicted)
-        }
+        on_subset = [predicted[row] for row in chosen_rows] if chosen is lines else predicted
+        results[name] = {"easyocr_subset": breakdown(subset, on_subset)}
         if chosen is lines:
             results[name]["all"] = breakdown(lines, predicted)
         if name.startswith(args.reader):
