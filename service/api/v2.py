@@ -19,6 +19,7 @@ from service.oip_schemas import (
     OipErrorResponse,
     ServerMetadataResponse,
 )
+from service.schemas import error_responses
 from service.tensor_codec import HEADER_LENGTH_HEADER, decode_request, encode_response
 from service.uploads import read_body
 
@@ -47,15 +48,11 @@ def _inlined(schema: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _errors(*error_classes: type[errors.ServiceError]) -> dict[int | str, dict[str, Any]]:
-    documented: dict[int | str, dict[str, Any]] = {}
-    for cls in error_classes:
-        entry = documented.setdefault(cls.status_code, {"model": OipErrorResponse, "description": cls.default_detail})
-        if "Retry-After" in cls.headers:
-            entry["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
-    return documented
+    return error_responses(*error_classes, model=OipErrorResponse, key="error")
 
 
-_MODEL_ERRORS = _errors(errors.OipModelNotFoundError, errors.ServiceUnavailableError)
+# 422 too: FastAPI would otherwise document its own list-shaped validation error for the path parameters.
+_MODEL_ERRORS = _errors(errors.OipModelNotFoundError, errors.InvalidRequestError, errors.ServiceUnavailableError)
 _INFER_ERRORS = _errors(
     errors.InvalidTensorError,
     errors.OipModelNotFoundError,
@@ -63,6 +60,8 @@ _INFER_ERRORS = _errors(
     errors.UnsupportedMediaTypeError,
     errors.NoDigitFoundError,
     errors.QueueFullError,
+    errors.InferenceFailedError,
+    errors.PreprocessingFailedError,
 )
 _REQUEST_SCHEMA = InferenceRequest.model_json_schema()
 _INFER_BODY: dict[str, Any] = {
