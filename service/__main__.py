@@ -22,7 +22,7 @@ def log_config(settings: Settings) -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     level = settings.log_level.upper()
-    for name in ("service", "modelstore"):
+    for name in ("service", "contract"):
         config["loggers"][name] = {"handlers": ["service"], "level": level, "propagate": False}
     return config
 

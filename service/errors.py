@@ -1,8 +1,9 @@
 """The service's error hierarchy and the one handler that turns it into ``{"detail": ...}`` responses.
 
 Each class carries its HTTP status and a fixed, user-facing message that says what to do; raw exception text,
-paths and stack traces never reach a client. Under ``/v2`` (the Open Inference Protocol) the same errors are
-written as that protocol's ``{"error": ...}``.
+paths and stack traces never reach a client. The imaging package's and the preprocessing pool's own errors are
+mapped onto these at the edge (:data:`MAPPED_ERRORS`). Under ``/v2`` (the Open Inference Protocol) the same errors
+are written as that protocol's ``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from imaging import errors as imaging
+from service import preprocess_pool as pool
 
 # Paths of the Open Inference Protocol, whose error body is {"error": ...} instead of {"detail": ...}.
 OIP_PATH_PREFIX = "/v2"
@@ -113,13 +117,35 @@ class PreprocessingFailedError(ServiceUnavailableError):
     )
 
 
+# What each failure of the imaging package and of the preprocessing pool means to a client of this service.
+MAPPED_ERRORS: dict[type[Exception], type[ServiceError]] = {
+    imaging.UnsupportedImageTypeError: UnsupportedMediaTypeError,
+    imaging.ImageTooLargeError: ImageTooLargeError,
+    imaging.InvalidImageError: InvalidImageError,
+    imaging.NoDigitFoundError: NoDigitFoundError,
+    pool.PoolFullError: QueueFullError,
+    pool.PoolClosedError: ServiceUnavailableError,
+    pool.WorkerDiedError: PreprocessingFailedError,
+}
+
+
+def as_service_error(exc: Exception) -> ServiceError:
+    """The service error for ``exc``: itself, its imaging mapping, or the generic 500 (whose text is fixed)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    for mapped, service_error in MAPPED_ERRORS.items():
+        if isinstance(exc, mapped):
+            return service_error()
+    return ServiceError()
+
+
 def _error_response(request: Request, detail: str, status_code: int, headers: Mapping[str, str] | None) -> JSONResponse:
     key = "error" if request.url.path.startswith(OIP_PATH_PREFIX) else "detail"
     return JSONResponse({key: detail}, status_code=status_code, headers=headers or None)
 
 
 async def _handle_service_error(request: Request, exc: Exception) -> JSONResponse:
-    error = exc if isinstance(exc, ServiceError) else ServiceError()
+    error = as_service_error(exc)
     return _error_response(request, error.detail, error.status_code, error.headers)
 
 
@@ -143,6 +169,8 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
 def install_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle_service_error)
     app.add_exception_handler(HTTPException, _handle_http_exception)
+    for mapped in MAPPED_ERRORS:
+        app.add_exception_handler(mapped, _handle_service_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     # Last line of defence: any other exception becomes the generic 500 above, without its text; the server logs it.
     app.add_exception_handler(Exception, _handle_service_error)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modelstore.store import INPUT_SPEC, OUTPUT_SPEC
+from contract.store import INPUT_SPEC, OUTPUT_SPEC
+from imaging.decoding import DecodeLimits
+from imaging.digit import prepare_digit
 from service.errors import InvalidTensorError, OipModelNotFoundError
 from service.inference import DigitPrediction, DigitRequest
 from service.oip_schemas import InferenceRequest, MetadataTensor, ModelMetadataResponse
-from service.preprocessing import DecodeLimits, prepare_digit
 from service.registry import ModelSet
 from service.state import AppState
 from service.tensor_codec import BYTES, DecodedRequest, OutputTensor, Tensor, wants_binary

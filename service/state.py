@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from modelstore import ModelStore
+from contract import ModelStore
+from contract.device import select_device
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.preprocess_pool import PreprocessPool
-from service.registry import ModelRegistry, resolve_device, watch_store
+from service.registry import ModelRegistry, watch_store
 from service.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
+
+# Imported once by the preprocessing pool's fork server, so every worker starts with the decoders loaded.
+PRELOAD = ("imaging.digit",)
 
 
 class Upstream:
@@ -79,7 +83,7 @@ class AppState:
 async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     """Load, verify and warm the models, then start the batcher and the store watcher."""
     torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
+    device = select_device(settings.device)
     registry = ModelRegistry(
         ModelStore(settings.model_store_dir),
         device,
@@ -91,7 +95,7 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     predictor = BatchPredictor(
         device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
     )
-    pool = PreprocessPool(settings.preprocess_workers, max_waiting=settings.queue_max_size)
+    pool = PreprocessPool(settings.preprocess_workers, max_waiting=settings.queue_max_size, preload=PRELOAD)
     await pool.start()
     upstream = Upstream()
     batcher: MicroBatcher[DigitRequest, DigitPrediction] = MicroBatcher(

@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from fastapi.testclient import TestClient
 
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.service.conftest import FIXED_LOGITS, TestClient, draw_seven, png_bytes, upload
+from tests.support.stand_ins import FIXED_LOGITS
+from tests.support.uploads import draw_seven, png_bytes, upload
 
 PIXELS = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
 OVERLOADED = "The service is overloaded. Retry after the number of seconds in the Retry-After header."

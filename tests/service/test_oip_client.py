@@ -15,10 +15,10 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from modelstore import ModelStore
-from tests.support.server import REPO_ROOT, RunningServer, start_server
+from contract import ModelStore
+from contract.torchscript import load_torchscript
+from harness.server import REPO_ROOT, RunningServer, start_server
 from training.data import default_data_dir, load_mnist
-from training.export import load_torchscript
 
 BATCH = 64
 # Rows that /predict answers one by one may share a batch with others here: float sums may round differently.
