@@ -126,6 +126,9 @@ def _numbers_from_json(tensor: RequestInput, dtype: np.dtype[Any], count: int) -
 
 
 def _bytes_from_binary(tensor: RequestInput, chunk: bytes, count: int) -> Tensor:
+    # Checked before allocating: the shape is the client's claim, the chunk's length is what it sent.
+    if count * _LENGTH_PREFIX.size > len(chunk):
+        raise _invalid(tensor.name, f"binary data holds fewer than the {count} BYTES elements of its shape.")
     array = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):

@@ -104,6 +104,12 @@ MALFORMED = {
         len(_json({**FP32_1x2, "data": [1, 2]})),
         "2 bytes",
     ),
+    "bytes shape beyond the data": (
+        _json({"name": "b", "shape": [10**12], "datatype": "BYTES", "parameters": {"binary_data_size": 4}})
+        + b"\x00" * 4,
+        len(_json({"name": "b", "shape": [10**12], "datatype": "BYTES", "parameters": {"binary_data_size": 4}})),
+        "fewer than the 1000000000000 BYTES elements",
+    ),
     "bytes element too long": (
         _json({"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}})
         + b"\x09\x00\x00\x00x",
