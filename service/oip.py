@@ -97,10 +97,10 @@ def model_metadata(model: OipModel) -> ModelMetadataResponse:
     )
 
 
-def _rows(shape: Sequence[int], max_rows: int) -> int:
+def _check_rows(shape: Sequence[int], max_rows: int) -> None:
+    # Each row takes a place in the batcher's queue: more than it holds could never be accepted.
     if not 1 <= shape[0] <= max_rows:
         raise InvalidTensorError(f"Send between 1 and {max_rows} rows per request; split larger batches.")
-    return shape[0]
 
 
 def _pixel_rows(tensor: Tensor, datatype: str, max_rows: int) -> list[torch.Tensor]:
@@ -109,7 +109,7 @@ def _pixel_rows(tensor: Tensor, datatype: str, max_rows: int) -> list[torch.Tens
             f"Input '{PIXELS_INPUT}' must be {FP32} of shape [N, {', '.join(map(str, _PIXELS_SHAPE))}], "
             f"got {datatype} {list(tensor.shape)}."
         )
-    _rows(tensor.shape, max_rows)
+    _check_rows(tensor.shape, max_rows)
     if not (np.isfinite(tensor).all() and tensor.min() >= 0.0 and tensor.max() <= 1.0):
         raise InvalidTensorError(
             f"Input '{PIXELS_INPUT}' must hold values in [0, 1] (white digit on black); scale pixels by 1/255."
@@ -122,7 +122,7 @@ async def _image_rows(state: AppState, tensor: Tensor, datatype: str) -> list[to
         raise InvalidTensorError(
             f"Input '{IMAGE_INPUT}' must be {BYTES} of shape [N] or [N, 1], one image file per element."
         )
-    _rows(tensor.shape, state.batcher.queue_max_size)
+    _check_rows(tensor.shape, state.batcher.queue_max_size)
     limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
     digits = await asyncio.gather(
         *(state.preprocess_pool.run(prepare_digit, bytes(data), limits) for data in tensor.ravel())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from service import errors, oip
 from service.deps import StateDep
@@ -55,6 +56,7 @@ def _errors(*error_classes: type[errors.ServiceError]) -> dict[int | str, dict[s
 _MODEL_ERRORS = _errors(errors.OipModelNotFoundError, errors.InvalidRequestError, errors.ServiceUnavailableError)
 _INFER_ERRORS = _errors(
     errors.InvalidTensorError,
+    errors.InvalidImageError,
     errors.OipModelNotFoundError,
     errors.ImageTooLargeError,
     errors.UnsupportedMediaTypeError,
@@ -148,7 +150,8 @@ async def _infer(request: Request, state: StateDep, model_name: str, model_versi
         raise errors.InvalidTensorError(f"{HEADER_LENGTH_HEADER} must be the JSON header's length in bytes.")
     with state.upstream.track():
         body = await read_body(request, state.settings.max_upload_bytes)
-        decoded = decode_request(body, int(declared) if declared is not None else None)
+        # A batch in JSON is a megabyte of numbers to parse: not on the event loop.
+        decoded = await run_in_threadpool(decode_request, body, int(declared) if declared is not None else None)
         prepared = await oip.prepare(state, model, decoded)
     outputs = await oip.infer(state, prepared)
     content, header_length = encode_response(model.name, str(model.version), decoded.request.id, outputs)
