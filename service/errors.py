@@ -2,19 +2,25 @@
 
 Each class carries its HTTP status and a fixed, user-facing message that says what to do; raw exception text,
 paths and stack traces never reach a client. The imaging package's and the preprocessing pool's own errors are
-mapped onto these at the edge (:data:`MAPPED_ERRORS`).
+mapped onto these at the edge (:data:`MAPPED_ERRORS`). Under ``/v2`` (the Open Inference Protocol) the same errors
+are written as that protocol's ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from imaging import errors as imaging
 from service import preprocess_pool as pool
+
+# Paths of the Open Inference Protocol, whose error body is {"error": ...} instead of {"detail": ...}.
+OIP_PATH_PREFIX = "/v2"
 
 
 class ServiceError(Exception):
@@ -69,6 +75,18 @@ class ModelNotFoundHTTPError(ServiceError):
     default_detail = "No such model is loaded. GET /models lists the models that are loaded."
 
 
+class InvalidTensorError(ServiceError):
+    """An inference request of the Open Inference Protocol that does not fit the model's inputs."""
+
+    status_code = 400
+    default_detail = "The inference request is invalid. GET /v2/models/{name} describes the inputs a model takes."
+
+
+class OipModelNotFoundError(ServiceError):
+    status_code = 404
+    default_detail = "No such model or version is loaded. GET /v2/models/{name} lists a model's loaded versions."
+
+
 class ClientClosedRequestError(ServiceError):
     """The client went away mid-upload; nobody reads the answer, its status is for the log and metrics."""
 
@@ -121,9 +139,21 @@ def as_service_error(exc: Exception) -> ServiceError:
     return ServiceError()
 
 
-async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
+def _error_response(request: Request, detail: str, status_code: int, headers: Mapping[str, str] | None) -> JSONResponse:
+    key = "error" if request.url.path.startswith(OIP_PATH_PREFIX) else "detail"
+    return JSONResponse({key: detail}, status_code=status_code, headers=headers or None)
+
+
+async def _handle_service_error(request: Request, exc: Exception) -> JSONResponse:
     error = as_service_error(exc)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)
+    return _error_response(request, error.detail, error.status_code, error.headers)
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's own 404 and 405 (no such route, wrong method), in the body shape of the path's protocol.
+    if not isinstance(exc, HTTPException):
+        return await _handle_service_error(request, exc)
+    return _error_response(request, str(exc.detail), exc.status_code, exc.headers)
 
 
 async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -138,6 +168,7 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
 
 def install_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle_service_error)
+    app.add_exception_handler(HTTPException, _handle_http_exception)
     for mapped in MAPPED_ERRORS:
         app.add_exception_handler(mapped, _handle_service_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)

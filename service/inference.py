@@ -38,9 +38,12 @@ class ClassProbabilities:
 
 @dataclass(frozen=True)
 class ModelOutput:
+    """One model's answer: calibrated probabilities, and the raw logits the model itself returned."""
+
     name: str
     version: int
     result: ClassProbabilities
+    logits: list[float]
 
 
 @dataclass(frozen=True)
@@ -109,21 +112,24 @@ class BatchPredictor:
         # Safe to reuse the buffer next batch: this batch's results are copied back synchronously first.
         return staging.to(self.device, non_blocking=True)
 
-    def _log_probs(self, model_name: str, models: ModelSet, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, model_name: str, models: ModelSet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's ``(N, 10)`` logits and calibrated log-probabilities, both on the CPU."""
         loaded = models[model_name]
         started = time.perf_counter()
         precision = torch.autocast("cuda", dtype=torch.float16) if self._autocast else contextlib.nullcontext()
         with precision:
             logits = loaded.module(batch)  # (N, 10)
         log_probs = calibrated_log_probs(logits, loaded.manifest.temperature).cpu()
+        logits = logits.float().cpu()
         if self._telemetry is not None:
             self._telemetry.inference_seconds.labels(model_name).observe(time.perf_counter() - started)
-        return log_probs
+        return logits, log_probs
 
     def _predict_group(self, group: Sequence[DigitRequest], batch_size: int) -> list[DigitPrediction]:
         models = group[0].models
         batch = self._to_device([request.image for request in group])
-        # Per model: its (rows, C) log-probabilities and, for each request index, its row in them.
+        # Per model: its (rows, C) logits and log-probabilities and, for each request index, its row in them.
+        logits: dict[str, list[list[float]]] = {}
         log_probs: dict[str, torch.Tensor] = {}
         row_of: dict[str, dict[int, int]] = {}
         for name in models.names():
@@ -131,7 +137,8 @@ class BatchPredictor:
             if not rows:
                 continue
             inputs = batch if len(rows) == len(group) else batch[torch.tensor(rows, device=batch.device)]
-            log_probs[name] = self._log_probs(name, models, inputs)
+            model_logits, log_probs[name] = self._forward(name, models, inputs)
+            logits[name] = model_logits.tolist()
             row_of[name] = {request_index: row for row, request_index in enumerate(rows)}
         per_model = {name: _class_probabilities(lp.exp()) for name, lp in log_probs.items()}
 
@@ -148,7 +155,9 @@ class BatchPredictor:
         return [
             DigitPrediction(
                 outputs=[
-                    ModelOutput(name, models[name].version, per_model[name][row_of[name][i]])
+                    ModelOutput(
+                        name, models[name].version, per_model[name][row_of[name][i]], logits[name][row_of[name][i]]
+                    )
                     for name in request.selected
                 ],
                 ensemble=ensembles[i],

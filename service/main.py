@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import health, metrics, models, predict, ui
+from service.api import health, metrics, models, predict, ui, v2
 from service.config import Settings, get_settings
 from service.deps import STATE_KEY
 from service.errors import install_error_handler
@@ -53,6 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    for router in (predict.router, models.router, health.router, metrics.router, ui.router):
+    for router in (predict.router, models.router, health.router, metrics.router, v2.router, ui.router):
         app.include_router(router)
     return app

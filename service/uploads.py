@@ -1,4 +1,5 @@
-"""Reads the image out of a ``multipart/form-data`` upload as it streams in, never holding more than the limit.
+"""Reads request bodies as they stream in, never holding more than the limit: the image out of a
+``multipart/form-data`` upload, or a whole body (an inference request of the Open Inference Protocol).
 
 A declared ``Content-Length`` over ``max_upload_bytes`` is refused before the body is read; otherwise bytes are
 counted as they arrive and reading stops at the first chunk over the limit (413), so an oversized upload costs
@@ -77,6 +78,26 @@ class _FieldCollector:
         self._in_field = False
 
 
+def _refuse_declared_oversize(request: Request, max_upload_bytes: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_upload_bytes:
+        raise upload_too_large(max_upload_bytes)
+
+
+async def read_body(request: Request, max_upload_bytes: int) -> bytes:
+    """The whole body, with the limits and errors of :func:`read_upload` (413, 499)."""
+    _refuse_declared_oversize(request, max_upload_bytes)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_upload_bytes:
+                raise upload_too_large(max_upload_bytes)
+    except ClientDisconnect:
+        raise ClientClosedRequestError() from None
+    return bytes(body)
+
+
 async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     """The bytes of the upload's ``file`` part.
 
@@ -84,9 +105,7 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     (422) for a body that is not multipart form data or has no ``file`` part, and
     :class:`ClientClosedRequestError` (499, logged and counted only) when the client disconnects mid-upload.
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_upload_bytes:
-        raise upload_too_large(max_upload_bytes)
+    _refuse_declared_oversize(request, max_upload_bytes)
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:

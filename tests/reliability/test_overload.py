@@ -5,18 +5,17 @@ stays 200; and the first request after the load drops is served at once. A refus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from contract import ModelStore
+from harness.processes import rss_mb
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
@@ -108,27 +107,6 @@ async def drive(url: str, upload: Upload, workers: int, duration_s: float) -> tu
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(workers)))
     return outcomes, time.perf_counter() - started
-
-
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (the fork server and the preprocessing workers)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            children += [int(child) for child in task.read_text().split()]
-    return [pid, *(process for child in children for process in _descendants(child))]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server and its worker processes (uploads are decoded in the workers)."""
-    total_kb = 0
-    for process in _descendants(pid):
-        try:
-            status = Path(f"/proc/{process}/status").read_text()
-        except FileNotFoundError:  # exited meanwhile
-            continue
-        total_kb += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return total_kb / 1024
 
 
 @dataclass

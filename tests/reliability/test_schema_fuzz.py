@@ -4,7 +4,8 @@ real uvicorn process.
 Every check runs with its defaults but one: ``positive_data_acceptance`` expects 2xx for any schema-valid request,
 and to the schema any bytes are a valid ``format: binary`` upload, while the service rightly refuses bytes that are
 not an image with a digit (400, 413, 415, 422). For ``/predict`` that check accepts exactly those documented
-refusals, so it still fails on a 5xx, an undocumented status or a 401/403/404.
+refusals, so it still fails on a 5xx, an undocumented status or a 401/403/404. The Open Inference Protocol's
+``infer`` routes are alike: a schema-valid request names random models and tensors (400, 404, 413, 415, 422).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ CONFIG = schemathesis.Config.from_dict(
             {
                 "include-path": "/predict",
                 "checks": {"positive_data_acceptance": {"expected-statuses": ["200", "400", "413", "415", "422"]}},
-            }
+            },
+            {
+                "include-path-regex": "^/v2/models/.*/infer$",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["200", "400", "404", "413", "415", "422"]}
+                },
+            },
         ],
     }
 )

@@ -94,7 +94,14 @@ def test_names_from_requests_never_open_a_file(client: TestClient, decoy: Path, 
         by_name = client.get(f"/models/{percent_encoded(name)}")
         predict = client.post("/predict", params={"models": f"cnn,{name}"}, files=upload(b"never read"))
         asset = client.get(f"/static/{percent_encoded(name)}")
+        protocol = [
+            client.get(f"/v2/models/{percent_encoded(name)}"),
+            client.get(f"/v2/models/cnn/versions/{percent_encoded(name)}"),
+            client.post(f"/v2/models/{percent_encoded(name)}/infer", content=b"never read"),
+        ]
 
+    assert [response.status_code for response in protocol] == [404, 404, 404]
+    assert all(str(decoy) not in response.text for response in protocol)
     assert by_name.status_code == 404
     assert predict.status_code == 422
     assert predict.json() == {"detail": errors.UnknownModelError.default_detail}
