@@ -6,6 +6,7 @@ paths and stack traces never reach a client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
@@ -65,6 +66,22 @@ class ModelNotFoundHTTPError(ServiceError):
     default_detail = "No such model is loaded. GET /models lists the models that are loaded."
 
 
+class AdminDisabledError(ServiceError):
+    status_code = 404
+    default_detail = "Admin endpoints are disabled on this server. Set DIGITS_ADMIN_TOKEN to enable them."
+
+
+class AdminTokenMissingError(ServiceError):
+    status_code = 401
+    default_detail = "This admin endpoint needs the header 'Authorization: Bearer <token>' with DIGITS_ADMIN_TOKEN."
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class AdminTokenInvalidError(ServiceError):
+    status_code = 403
+    default_detail = "The bearer token is not this server's admin token. Send the value of DIGITS_ADMIN_TOKEN."
+
+
 class ClientClosedRequestError(ServiceError):
     """The client went away mid-upload; nobody reads the answer, its status is for the log and metrics."""
 
@@ -73,19 +90,32 @@ class ClientClosedRequestError(ServiceError):
 
 
 class ServiceUnavailableError(ServiceError):
-    """Transient: the client should retry after ``Retry-After`` seconds."""
+    """Transient: the client should retry after ``Retry-After`` seconds. ``reason`` labels the refusal metric."""
 
     status_code = 503
     default_detail = "The service is not ready. Retry in a moment."
     headers = {"Retry-After": "1"}
+    reason: ClassVar[str] = "not_ready"
 
 
 class QueueFullError(ServiceUnavailableError):
     default_detail = "The service is overloaded. Retry after the number of seconds in the Retry-After header."
+    reason = "inference_queue_full"
+
+
+class DecodeBacklogFullError(QueueFullError):
+    reason = "decode_backlog_full"
+
+
+class MemoryBudgetError(QueueFullError):
+    """Uploads in flight already hold ``max_inflight_bytes``: refused before the body is read."""
+
+    reason = "memory_budget"
 
 
 class InferenceFailedError(ServiceUnavailableError):
     default_detail = "Inference failed for this batch. Retry the request."
+    reason = "inference_failed"
 
 
 class PreprocessingFailedError(ServiceUnavailableError):
@@ -93,6 +123,18 @@ class PreprocessingFailedError(ServiceUnavailableError):
         "The worker preparing this image stopped unexpectedly. Retry the request; if this image fails again, "
         "re-save it as PNG or JPEG and send that."
     )
+    reason = "worker_died"
+
+
+class PreprocessTimeoutError(PreprocessingFailedError):
+    default_detail = (
+        "Preparing this image took longer than the service allows. Retry the request; if this image fails again, "
+        "re-save it as a smaller PNG or JPEG and send that."
+    )
+    reason = "preprocess_timeout"
+
+
+RefusalCounter = Callable[[str], None]
 
 
 async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -110,8 +152,15 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     return await _handle_service_error(request, InvalidRequestError())
 
 
-def install_error_handler(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _handle_service_error)
+def install_error_handler(app: FastAPI, count_refusal: RefusalCounter) -> None:
+    """Map every error to ``{"detail": ...}``; ``count_refusal(reason)`` is called for each 503."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ServiceUnavailableError):
+            count_refusal(exc.reason)
+        return await _handle_service_error(request, exc)
+
+    app.add_exception_handler(ServiceError, handle)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     # Last line of defence: any other exception becomes the generic 500 above, without its text; the server logs it.
     app.add_exception_handler(Exception, _handle_service_error)

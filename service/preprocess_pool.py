@@ -18,6 +18,8 @@ Contract of :class:`PreprocessPool`:
 - A job's exception comes back to the caller as raised (the service's errors pickle with their detail).
 - A worker that dies (killed, out of memory, a crash inside a decoder) fails only the job it was running, with
   :class:`PreprocessingFailedError` (503); a fresh worker takes its place and the job queued behind it.
+- A job still running ``job_timeout_s`` after its answer began to be awaited (about when it started running) fails
+  with :class:`PreprocessTimeoutError` (503); its worker is killed and replaced the same way.
 - A cancelled caller's job still runs to the end once sent to a worker (a job cannot be interrupted) and keeps
   its slot until then; one still waiting in the queue is dropped.
 - :meth:`shutdown` refuses new jobs (:class:`ServiceUnavailableError`), lets every accepted job finish, then
@@ -45,7 +47,12 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, ParamSpec, TypeVar, cast
 
-from service.errors import PreprocessingFailedError, QueueFullError, ServiceUnavailableError
+from service.errors import (
+    DecodeBacklogFullError,
+    PreprocessingFailedError,
+    PreprocessTimeoutError,
+    ServiceUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +141,11 @@ class _Worker:
 class PreprocessPool:
     """Runs picklable blocking functions in worker processes with a bounded backlog (see the module docstring)."""
 
-    def __init__(self, workers: int, max_waiting: int) -> None:
+    def __init__(self, workers: int, max_waiting: int, job_timeout_s: float | None = None) -> None:
         if workers < 1 or max_waiting < 0:
             raise ValueError("workers must be positive and max_waiting not negative")
         self._workers = workers
+        self._job_timeout_s = job_timeout_s
         self._capacity = workers + max_waiting
         self._pending = 0
         self._closed = False
@@ -161,19 +169,19 @@ class PreprocessPool:
     def check_intake(self) -> None:
         """Raise now what :meth:`run` would raise for lack of room, so callers can refuse before working.
 
-        :class:`ServiceUnavailableError` when not started or shut down, :class:`QueueFullError` when the backlog
-        is full.
+        :class:`ServiceUnavailableError` when not started or shut down, :class:`DecodeBacklogFullError` (a
+        :class:`QueueFullError`) when the backlog is full.
         """
         if self._closed or not self._drivers:
             raise ServiceUnavailableError()
         if self._pending >= self._capacity:
-            raise QueueFullError()
+            raise DecodeBacklogFullError()
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``function(*args, **kwargs)`` in a worker process (the function and its arguments must pickle).
 
-        Raises what the function raised, :class:`QueueFullError` if the backlog is full, and
-        :class:`PreprocessingFailedError` if the worker died.
+        Raises what the function raised, :class:`QueueFullError` if the backlog is full,
+        :class:`PreprocessingFailedError` if the worker died and :class:`PreprocessTimeoutError` if it overran.
         """
         self.check_intake()
         job = _Job(_frame((function, args, kwargs)))
@@ -220,15 +228,22 @@ class PreprocessPool:
                     worker = await self._send([job], worker, in_flight)
                 continue
             assert worker is not None  # every job in flight was sent to it
+            failure: PreprocessingFailedError
             try:
-                ok, value = await worker.answer()
+                ok, value = await asyncio.wait_for(worker.answer(), self._job_timeout_s)
+            except TimeoutError:
+                logger.warning("a preprocessing job ran over %s s; replacing its worker", self._job_timeout_s)
+                worker.process.kill()
+                failure = PreprocessTimeoutError()
             except Exception:  # died: EOF, reset
                 logger.exception("a preprocessing worker died; failing its job, a new worker takes the others")
-                await worker.stop()
-                self._finish(in_flight.popleft(), False, PreprocessingFailedError())
-                worker = await self._send(list(in_flight), None, in_flight)
+                failure = PreprocessingFailedError()
+            else:
+                self._finish(in_flight.popleft(), ok, value)
                 continue
-            self._finish(in_flight.popleft(), ok, value)
+            await worker.stop()
+            self._finish(in_flight.popleft(), False, failure)
+            worker = await self._send(list(in_flight), None, in_flight)
         if worker is not None:
             await worker.stop()
 

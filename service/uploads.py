@@ -3,7 +3,9 @@
 A declared ``Content-Length`` over ``max_upload_bytes`` is refused before the body is read; otherwise bytes are
 counted as they arrive and reading stops at the first chunk over the limit (413), so an oversized upload costs
 at most the limit in memory and nothing on disk. The limit applies to the request body as sent. Only the first
-part named ``file`` is kept; other parts are parsed and dropped.
+part named ``file`` is kept; other parts are parsed and dropped. The body's bytes are reserved in the server's
+byte budget (:mod:`service.inflight`) before they are read: the declared length up front, a chunked body as it
+streams.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import ClientClosedRequestError, ImageTooLargeError, MissingFileError
+from service.inflight import Reservation
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -77,16 +80,19 @@ class _FieldCollector:
         self._in_field = False
 
 
-async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
-    """The bytes of the upload's ``file`` part.
+async def read_upload(request: Request, max_upload_bytes: int, reservation: Reservation) -> bytes:
+    """The bytes of the upload's ``file`` part, the body's bytes held in ``reservation``.
 
-    Raises :class:`ImageTooLargeError` (413) for a body over ``max_upload_bytes``, :class:`MissingFileError`
+    Raises :class:`ImageTooLargeError` (413) for a body over ``max_upload_bytes``, :class:`MemoryBudgetError`
+    (503) when the byte budget cannot hold the body, :class:`MissingFileError`
     (422) for a body that is not multipart form data or has no ``file`` part, and
     :class:`ClientClosedRequestError` (499, logged and counted only) when the client disconnects mid-upload.
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_upload_bytes:
         raise upload_too_large(max_upload_bytes)
+    if declared.isdigit():
+        reservation.ensure(int(declared))
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -99,6 +105,7 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
             received += len(chunk)
             if received > max_upload_bytes:
                 raise upload_too_large(max_upload_bytes)
+            reservation.ensure(received)
             parser.write(chunk)
         parser.finalize()
     except FormParserError:

@@ -23,7 +23,7 @@ from service.deps import STATE_KEY
 from service.main import create_app
 from tests.deploy.files import COMPOSE_FILE, GPU_OVERRIDE_FILE, dockerfile_instructions, load_yaml
 from tests.reliability.conftest import server_env
-from tests.service.conftest import TestClient, publish, upload
+from tests.service.conftest import ADMIN, TestClient, publish, upload
 from tests.support.server import REPO_ROOT, RunningServer, start_server
 
 TIMEOUT_S = 10.0
@@ -164,7 +164,7 @@ def test_forced_internal_failures_are_a_json_500_without_internals(
         responses = [
             client.post("/predict", files=upload(digit_png)),
             client.get("/models"),
-            client.post("/models/reload"),
+            client.post("/models/reload", headers=ADMIN),
         ]
         ready = client.get("/health/ready")
 

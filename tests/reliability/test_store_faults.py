@@ -20,7 +20,7 @@ from service import errors
 from service.config import Settings
 from service.main import create_app
 from tests.reliability.conftest import ServerFactory, server_env
-from tests.service.conftest import FixedLogits, TestClient, draw_seven, png_bytes, publish, upload
+from tests.service.conftest import ADMIN, ADMIN_TOKEN, FixedLogits, TestClient, draw_seven, png_bytes, publish, upload
 
 TIMEOUT_S = 10.0
 SHA_MISMATCH = "model.pt does not match the sha256 in its manifest"
@@ -129,14 +129,14 @@ def test_server_refuses_exactly_the_bad_versions_and_serves_the_rest(
 def test_reload_skips_a_publish_cut_short_and_takes_the_finished_one(
     store: ModelStore, serve: ServerFactory, tmp_path: Path
 ) -> None:
-    server = serve(server_env(store.root))
+    server = serve(server_env(store.root, admin_token=ADMIN_TOKEN))
 
     with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
         crash_mid_copy(store, "cnn", 2)
-        after_crash = client.post("/models/reload").json()
+        after_crash = client.post("/models/reload", headers=ADMIN).json()
         during = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
         publish(store, "cnn", FixedLogits([0.0] * 9 + [5.0]), tmp_dir=tmp_path)
-        after_publish = client.post("/models/reload").json()
+        after_publish = client.post("/models/reload", headers=ADMIN).json()
         after = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
 
     assert after_crash["changes"] == []

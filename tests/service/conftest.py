@@ -29,6 +29,8 @@ FIXED_LOGITS: dict[str, list[float]] = {
 MODEL_NAMES = tuple(FIXED_LOGITS)
 TEMPERATURES = {"mlp": 1.0, "lenet5": 2.0, "cnn": 0.5}
 ENSEMBLE_WEIGHTS = {"mlp": 1.0, "lenet5": 1.0, "cnn": 2.0}
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 class FixedLogits(nn.Module):
@@ -106,6 +108,7 @@ def settings(store: ModelStore) -> Settings:
         preprocess_workers=1,
         max_upload_bytes=256 * 1024,
         max_image_pixels=1_000_000,
+        admin_token=ADMIN_TOKEN,
     )
 
 

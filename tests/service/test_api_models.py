@@ -11,7 +11,7 @@ from modelstore import MODEL_FILE, ModelStore
 from service import errors
 from service.config import Settings
 from service.main import create_app
-from tests.service.conftest import FixedLogits, TestClient, publish, upload
+from tests.service.conftest import ADMIN, FixedLogits, TestClient, publish, upload
 
 POLL_TIMEOUT_S = 5.0
 
@@ -80,7 +80,7 @@ def test_reload_swaps_in_a_new_version_without_a_restart(
 ) -> None:
     publish(store, "mlp", FixedLogits([0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), tmp_dir=tmp_path)
 
-    response = client.post("/models/reload")
+    response = client.post("/models/reload", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json()["changes"] == [{"name": "mlp", "old_version": 1, "new_version": 2}]
@@ -95,7 +95,7 @@ def test_reload_with_a_broken_new_version_keeps_serving_the_old_one(
     publish(store, "mlp", tmp_dir=tmp_path)
     tamper(store, "mlp", 2)
 
-    response = client.post("/models/reload")
+    response = client.post("/models/reload", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json()["changes"] == []
