@@ -13,6 +13,7 @@ from tests.deploy.files import deployed_app_environment
 from tests.support.server import REPO_ROOT, RunningServer, start_server
 
 REPLICA_COUNT = 3
+ADMIN_TOKEN = "deploy-test-admin-token"
 # The committed models and the deployed upload limit; one intra-op thread each, as three replicas share a small
 # machine with the rest of the suite.
 REPLICA_ENV = {
@@ -21,6 +22,10 @@ REPLICA_ENV = {
     "DIGITS_DEVICE": "cpu",
     "DIGITS_TORCH_THREADS": "1",
     "DIGITS_PREPROCESS_WORKERS": "1",
+    "DIGITS_LOG_FORMAT": deployed_app_environment()["DIGITS_LOG_FORMAT"],
+    # Every request logged, so a test can follow one from the balancer's log into the replica's.
+    "DIGITS_ACCESS_LOG": "true",
+    "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
 }
 
 
