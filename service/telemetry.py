@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -155,11 +156,26 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        # Saved before the router rewrites the scope (a mount changes root_path).
+        path, root_path = scope["path"], scope.get("root_path", "")
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", _UNMATCHED_ROUTE)
+            template = _route_template(scope, path, root_path)
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
             self.telemetry.requests.labels(template, method, str(status)).inc()
             self.telemetry.request_seconds.labels(template).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope, path: str, root_path: str) -> str:
+    """The path template of the route that took the request: FastAPI's routes record themselves in the scope;
+    plain Starlette routes (``/openapi.json``, ``/docs``, the docs' asset mount) are matched again here."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    routes: list[BaseRoute] = getattr(scope.get("app"), "routes", [])
+    probe = {"type": "http", "path": path, "root_path": root_path, "method": scope["method"]}
+    for candidate in routes:
+        if candidate.matches(probe)[0] is Match.FULL:
+            return str(getattr(candidate, "path", _UNMATCHED_ROUTE))
+    return _UNMATCHED_ROUTE
