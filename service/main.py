@@ -1,6 +1,6 @@
 """Builds the FastAPI app: routers, error handler, request-id, metrics and CORS middleware, optional tracing, and
-the lifespan. Nothing else. ``/docs`` (Swagger UI) and ``/redoc`` are served from assets bundled with
-``fastapi-offline``, so the documentation works on a host without internet access.
+the lifespan. Nothing else. ``/docs`` (Swagger UI) is served from assets bundled with ``fastapi-offline``, so the
+documentation works on a host without internet access (no ReDoc: its page fetches a logo from a CDN).
 
 No model is loaded at import: the lifespan loads, verifies and warms the models, starts the batcher, and on
 shutdown stops intake and drains the queue (after a readiness drain on SIGTERM, see ``service.shutdown``).
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, span_processor: SpanProcesso
             tracer.shutdown()
 
     app = FastAPIOffline(
+        redoc_url=None,
         title="Handwritten digit recognition",
         summary="Classifies a handwritten digit in an uploaded image with several models and their ensemble.",
         version=API_VERSION,
