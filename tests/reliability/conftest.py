@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from bench.reliability_report import FIGURES_DIR_VARIABLE
 from service.config import Settings
 from tests.service.conftest import (  # noqa: F401  (fixtures shared with the service tests)
     _no_digits_environment,
@@ -26,6 +28,13 @@ from training.data import default_data_dir, load_mnist
 COMMITTED_STORE = REPO_ROOT / "model_store"
 
 ServerFactory = Callable[[Mapping[str, str]], RunningServer]
+
+
+def record_figures(name: str, figures: Mapping[str, object]) -> None:
+    """Write a test's measured figures for ``python -m bench.reliability_report``; nothing in a plain test run."""
+    target = os.environ.get(FIGURES_DIR_VARIABLE)
+    if target:
+        Path(target, f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
 def clean_settings(**fields: object) -> Settings:
