@@ -1,5 +1,5 @@
 """The reliability figures the README's "Guarantees" cite: runs the reliability tests that measure (overload,
-shutdown drain, slow uploads, an animated GIF, schema fuzzing) and collects what each records into
+shutdown drain, slow uploads, an animated GIF, schema fuzzing, a rollout across replicas) and collects what each records into
 ``reports/reliability.json``.
 
 Run with ``python -m bench.reliability_report``. The tests write their figures only when ``RELIABILITY_FIGURES_DIR``
@@ -32,6 +32,7 @@ MEASURING_TESTS = {
     "slow_uploads": _TESTS + "test_slow_uploads.py",
     "animated_gif": _TESTS + "test_bad_uploads.py::test_predict_gif_with_hundreds_of_frames_reads_the_first_one",
     "schema_fuzz": _TESTS + "test_schema_fuzz.py",
+    "rollout": _TESTS + "test_rollout.py",
 }
 
 

@@ -90,9 +90,9 @@ class Settings(BaseSettings):
     preprocess_workers: int = Field(default=2, gt=0, description="processes decoding and preprocessing uploads")
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # Bytes of uploads being read or waiting to be decoded; beyond it: 503. Measured, each byte in flight costs
-    # about 2.5 bytes of resident memory (the body, its copy for the worker, the worker's own copy), so 64 MiB
-    # bound the growth near 160 MB; it admits six uploads of the largest size at once.
+    # Bytes of uploads being read or waiting to be decoded; beyond it: 503. Resident memory grew by about 0.9 bytes
+    # per byte in flight (reports/reliability.json, slow_uploads), so 64 MiB keep the growth near 60 MB while
+    # admitting six uploads of the largest size at once.
     max_inflight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # A decode slower than this (a pathological file) fails with 503 and its worker is replaced; the slowest
     # legitimate upload measured (a 24-megapixel photo) takes well under a second.
