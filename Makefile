@@ -29,7 +29,7 @@ train: $(STAMP)
 	$(PY) -m training
 
 compare: $(STAMP)
-	$(PY) -m training.compare
+	$(PY) -m evaluation
 
 bench: $(STAMP)
 	$(PY) -m bench.run_bench

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
+from imaging.decoding import DecodeLimits, decode_image
 from service.config import get_settings
 from service.gc_tuning import server_gc
 from service.inflight import ByteBudget
-from service.preprocessing import DecodeLimits, decode_image
 from service.uploads import read_upload
 
 

@@ -1,4 +1,4 @@
-"""What one upload costs to prepare: :func:`service.preprocessing.prepare_digit` timed on the benchmark's two
+"""What one upload costs to prepare: :func:`imaging.digit.prepare_digit` timed on the benchmark's two
 uploads and on a 4000x3000 phone-photo JPEG, in this process, one call at a time (as in one worker process).
 
 Writes ``bench/results/preprocess_cost.json``; the README's preprocessing costs come from it. Run with
@@ -16,8 +16,9 @@ from collections.abc import Callable
 from functools import partial
 
 from bench.run_bench import RESULTS_DIR, bench_images
-from service.preprocessing import DecodeLimits, decode_image, prepare_digit
-from tests.service.images import photo_of_paper
+from harness.images import photo_of_paper
+from imaging.decoding import DecodeLimits, decode_image
+from imaging.digit import prepare_digit
 
 logger = logging.getLogger("bench")
 

@@ -1,6 +1,6 @@
 """The reliability figures the README's "Guarantees" cite: runs the reliability tests that measure (overload,
-shutdown drain, slow uploads, an animated GIF, schema fuzzing, a rollout across replicas) and collects what each records into
-``reports/reliability.json``.
+shutdown drain, slow uploads, an animated GIF, schema fuzzing, a rollout across replicas) and collects what each
+records into ``reports/reliability.json``.
 
 Run with ``python -m bench.reliability_report``. The tests write their figures only when ``RELIABILITY_FIGURES_DIR``
 names a folder (this script sets it); in a plain test run they measure and assert the same, and write nothing.

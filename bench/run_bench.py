@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.support.server import REPO_ROOT, start_server
+from harness.server import REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
 logger = logging.getLogger("bench")

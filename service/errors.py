@@ -1,7 +1,8 @@
 """The service's error hierarchy and the one handler that turns it into ``{"detail": ...}`` responses.
 
 Each class carries its HTTP status and a fixed, user-facing message that says what to do; raw exception text,
-paths and stack traces never reach a client.
+paths and stack traces never reach a client. The imaging package's and the preprocessing pool's own errors are
+mapped onto these at the edge (:data:`MAPPED_ERRORS`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from imaging import errors as imaging
+from service import preprocess_pool as pool
 
 
 class ServiceError(Exception):
@@ -137,8 +141,31 @@ class PreprocessTimeoutError(PreprocessingFailedError):
 RefusalCounter = Callable[[str], None]
 
 
+# What each failure of the imaging package and of the preprocessing pool means to a client of this service.
+MAPPED_ERRORS: dict[type[Exception], type[ServiceError]] = {
+    imaging.UnsupportedImageTypeError: UnsupportedMediaTypeError,
+    imaging.ImageTooLargeError: ImageTooLargeError,
+    imaging.InvalidImageError: InvalidImageError,
+    imaging.NoDigitFoundError: NoDigitFoundError,
+    pool.PoolFullError: DecodeBacklogFullError,
+    pool.PoolClosedError: ServiceUnavailableError,
+    pool.WorkerDiedError: PreprocessingFailedError,
+    pool.JobTimeoutError: PreprocessTimeoutError,
+}
+
+
+def as_service_error(exc: Exception) -> ServiceError:
+    """The service error for ``exc``: itself, its imaging mapping, or the generic 500 (whose text is fixed)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    for mapped, service_error in MAPPED_ERRORS.items():
+        if isinstance(exc, mapped):
+            return service_error()
+    return ServiceError()
+
+
 async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
-    error = exc if isinstance(exc, ServiceError) else ServiceError()
+    error = as_service_error(exc)
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)
 
 
@@ -156,11 +183,14 @@ def install_error_handler(app: FastAPI, count_refusal: RefusalCounter) -> None:
     """Map every error to ``{"detail": ...}``; ``count_refusal(reason)`` is called for each 503."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, ServiceUnavailableError):
-            count_refusal(exc.reason)
-        return await _handle_service_error(request, exc)
+        error = as_service_error(exc)
+        if isinstance(error, ServiceUnavailableError):
+            count_refusal(error.reason)
+        return await _handle_service_error(request, error)
 
     app.add_exception_handler(ServiceError, handle)
+    for mapped in MAPPED_ERRORS:
+        app.add_exception_handler(mapped, handle)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     # Last line of defence: any other exception becomes the generic 500 above, without its text; the server logs it.
     app.add_exception_handler(Exception, _handle_service_error)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract.ensemble import calibrated_log_probs, ensemble_probs
 from service.registry import ModelSet
 from service.telemetry import Telemetry
 

@@ -90,6 +90,6 @@ def log_config(settings: Settings) -> dict[str, Any]:
     for handler in config["handlers"].values():
         handler["filters"] = ["request_id", "access_fields"]
     level = settings.log_level.upper()
-    for name in ("service", "modelstore", "asgi_correlation_id"):
+    for name in ("service", "contract", "imaging", "asgi_correlation_id"):
         config["loggers"][name] = {"handlers": ["service"], "level": level, "propagate": False}
     return config

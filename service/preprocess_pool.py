@@ -1,4 +1,5 @@
-"""A bounded pool of worker processes that decode and preprocess uploads beside the event loop.
+"""A bounded pool of worker processes that runs blocking functions (the service's decoding and preprocessing)
+beside the event loop. Self-contained: it imports nothing of this project and raises only its own errors.
 
 Why processes and not threads: decoding and preprocessing a small upload is mostly short NumPy and Pillow calls
 that hold the GIL. In threads they compete with the event loop (HTTP parsing, routing, JSON) for the one
@@ -13,20 +14,20 @@ worker holds the next one in its socket, so it never idles waiting for a busy ev
 Contract of :class:`PreprocessPool`:
 
 - At most ``workers`` jobs run at once and at most ``max_waiting`` more wait, first come first served; beyond
-  that :meth:`run` raises :class:`QueueFullError` (503 with ``Retry-After``) at once, so a flood of large
-  uploads cannot grow memory and latency without limit in front of the batcher's own bounded queue.
-- A job's exception comes back to the caller as raised (the service's errors pickle with their detail).
+  that :meth:`run` raises :class:`PoolFullError` at once, so a flood of large uploads cannot grow memory and
+  latency without limit in front of the batcher's own bounded queue.
+- A job's exception comes back to the caller as raised (it must pickle).
 - A worker that dies (killed, out of memory, a crash inside a decoder) fails only the job it was running, with
-  :class:`PreprocessingFailedError` (503); a fresh worker takes its place and the job queued behind it.
+  :class:`WorkerDiedError`; a fresh worker takes its place and the job queued behind it.
 - A job still running ``job_timeout_s`` after its answer began to be awaited (about when it started running) fails
-  with :class:`PreprocessTimeoutError` (503); its worker is killed and replaced the same way.
+  with :class:`JobTimeoutError`; its worker is killed and replaced the same way.
 - A cancelled caller's job still runs to the end once sent to a worker (a job cannot be interrupted) and keeps
   its slot until then; one still waiting in the queue is dropped.
-- :meth:`shutdown` refuses new jobs (:class:`ServiceUnavailableError`), lets every accepted job finish, then
-  stops the workers.
+- :meth:`shutdown` refuses new jobs (:class:`PoolClosedError`), lets every accepted job finish, then stops
+  the workers.
 
-Workers are forked from a fork server that has imported :mod:`service.preprocessing` once, so a new worker starts
-in milliseconds and never inherits the server's threads. They ignore SIGINT, which a terminal sends to the whole
+Workers are forked from a fork server that has imported the ``preload`` modules once, so a new worker starts in
+milliseconds and never inherits the server's threads. They ignore SIGINT, which a terminal sends to the whole
 process group: Ctrl-C stops the server through its lifespan, which then stops the workers.
 """
 
@@ -42,33 +43,45 @@ import signal
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, ParamSpec, TypeVar, cast
-
-from service.errors import (
-    DecodeBacklogFullError,
-    PreprocessingFailedError,
-    PreprocessTimeoutError,
-    ServiceUnavailableError,
-)
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_PRELOAD = ["service.preprocessing"]
 # Every message, either way, is one frame: its length, then a pickle.
 _FRAME_HEADER = struct.Struct("!Q")
 # Jobs sent to a worker before the oldest one's answer is read (see PreprocessPool._drive).
 _JOBS_PER_WORKER = 2
-# glibc's mallopt parameters (malloc.h) and the values the workers use; see _keep_freed_memory.
+# glibc's mallopt parameters (malloc.h) and the values the workers use; see keep_freed_memory.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 _MMAP_THRESHOLD_BYTES = 16 * 1024 * 1024
+
+
+class PoolError(Exception):
+    """Base of the pool's own failures (a job's own exceptions pass through unchanged)."""
+
+
+class PoolClosedError(PoolError):
+    """The pool has not started yet or is shutting down."""
+
+
+class PoolFullError(PoolError):
+    """Every worker is busy and the backlog is full: retry later."""
+
+
+class WorkerDiedError(PoolError):
+    """The worker running this job died (killed, out of memory, a crash inside native code)."""
+
+
+class JobTimeoutError(PoolError):
+    """The job ran past the pool's ``job_timeout_s``; its worker was killed."""
 
 
 def _frame(payload: object) -> bytes:
@@ -76,7 +89,7 @@ def _frame(payload: object) -> bytes:
     return _FRAME_HEADER.pack(len(data)) + data
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Let freed image buffers stay in the heap for the next job instead of going back to the kernel.
 
     In a fresh process glibc maps every allocation over 128 KB (a 280x280 RGBA image is 306 KB) with its own
@@ -93,7 +106,7 @@ def _keep_freed_memory() -> None:
 def _serve_jobs(channel: socket.socket) -> None:
     """A worker's whole life: answer each ``(function, args, kwargs)`` frame with ``(ok, result or exception)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _keep_freed_memory()
+    keep_freed_memory()
     with channel, channel.makefile("rb") as incoming:
         # EOF (the server closed its end, or went away) is the order to stop.
         while len(header := incoming.read(_FRAME_HEADER.size)) == _FRAME_HEADER.size:
@@ -141,7 +154,9 @@ class _Worker:
 class PreprocessPool:
     """Runs picklable blocking functions in worker processes with a bounded backlog (see the module docstring)."""
 
-    def __init__(self, workers: int, max_waiting: int, job_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, workers: int, max_waiting: int, preload: Sequence[str] = (), job_timeout_s: float | None = None
+    ) -> None:
         if workers < 1 or max_waiting < 0:
             raise ValueError("workers must be positive and max_waiting not negative")
         self._workers = workers
@@ -150,7 +165,8 @@ class PreprocessPool:
         self._pending = 0
         self._closed = False
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(_PRELOAD)  # takes effect when the fork server starts (once per process)
+        # Takes effect when the fork server starts, once per process: the first pool's preload list is the one used.
+        self._context.set_forkserver_preload(list(preload))
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._drivers: list[asyncio.Task[None]] = []
 
@@ -169,19 +185,19 @@ class PreprocessPool:
     def check_intake(self) -> None:
         """Raise now what :meth:`run` would raise for lack of room, so callers can refuse before working.
 
-        :class:`ServiceUnavailableError` when not started or shut down, :class:`DecodeBacklogFullError` (a
-        :class:`QueueFullError`) when the backlog is full.
+        :class:`PoolClosedError` when not started or shut down, :class:`PoolFullError` when the backlog is full.
         """
         if self._closed or not self._drivers:
-            raise ServiceUnavailableError()
+            raise PoolClosedError()
         if self._pending >= self._capacity:
-            raise DecodeBacklogFullError()
+            raise PoolFullError()
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``function(*args, **kwargs)`` in a worker process (the function and its arguments must pickle).
 
-        Raises what the function raised, :class:`QueueFullError` if the backlog is full,
-        :class:`PreprocessingFailedError` if the worker died and :class:`PreprocessTimeoutError` if it overran.
+        Raises what the function raised, :class:`PoolFullError` if the backlog is full, :class:`PoolClosedError`
+        if the pool is not running, :class:`WorkerDiedError` if the worker died and :class:`JobTimeoutError` if
+        the job overran.
         """
         self.check_intake()
         job = _Job(_frame((function, args, kwargs)))
@@ -228,16 +244,16 @@ class PreprocessPool:
                     worker = await self._send([job], worker, in_flight)
                 continue
             assert worker is not None  # every job in flight was sent to it
-            failure: PreprocessingFailedError
+            failure: PoolError
             try:
                 ok, value = await asyncio.wait_for(worker.answer(), self._job_timeout_s)
             except TimeoutError:
-                logger.warning("a preprocessing job ran over %s s; replacing its worker", self._job_timeout_s)
+                logger.warning("a pool job ran over %s s; replacing its worker", self._job_timeout_s)
                 worker.process.kill()
-                failure = PreprocessTimeoutError()
+                failure = JobTimeoutError()
             except Exception:  # died: EOF, reset
-                logger.exception("a preprocessing worker died; failing its job, a new worker takes the others")
-                failure = PreprocessingFailedError()
+                logger.exception("a pool worker died; failing its job, a new worker takes the others")
+                failure = WorkerDiedError()
             else:
                 self._finish(in_flight.popleft(), ok, value)
                 continue
@@ -255,10 +271,10 @@ class PreprocessPool:
             try:
                 worker = await self._spawn()
             except Exception:
-                logger.exception("no preprocessing worker could be started; failing %d jobs", len(jobs))
+                logger.exception("no pool worker could be started; failing %d jobs", len(jobs))
                 for job in jobs:
                     in_flight.remove(job)
-                    self._finish(job, False, PreprocessingFailedError())
+                    self._finish(job, False, WorkerDiedError())
                 return None
         for job in jobs:
             worker.writer.write(job.frame)  # never raises: a dead worker shows up as EOF when its answer is read

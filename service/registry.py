@@ -3,25 +3,22 @@
 The served set is an immutable :class:`ModelSet` swapped atomically as a whole, so a batch always sees one
 consistent set of versions. A version that fails any check is never served; the newest verified older version
 stands in for a broken latest, and every refusal is kept in :class:`ModelStatus` and logged.
-This is the only module of the service that calls ``torch.jit`` (TorchScript is deprecated upstream in favour of
-``torch.export``; a switch touches this module and the exporter only).
+TorchScript itself is behind :mod:`contract.torchscript`, the one seam shared with the trainer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
-from modelstore import IMAGE_SIZE, NUM_CLASSES, Manifest, ModelStore, StoreError
+from contract import IMAGE_SIZE, NUM_CLASSES, Manifest, ModelStore, StoreError
+from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ class LoadedModel:
     """One verified, warmed-up version: its manifest and the scripted module on the serving device."""
 
     manifest: Manifest
-    module: torch.jit.ScriptModule
+    module: ScriptModule
 
     @property
     def name(self) -> str:
@@ -97,29 +94,12 @@ class ModelChange:
     new_version: int | None
 
 
-def resolve_device(setting: Literal["auto", "cpu", "cuda"]) -> torch.device:
-    """``auto`` is CUDA when present, else the CPU; ``cuda`` without a GPU is a configuration error."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DIGITS_DEVICE=cuda but no CUDA device is available")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-@contextmanager
-def _torchscript_warnings_silenced() -> Iterator[None]:
-    # Every torch.jit entry point warns that TorchScript is deprecated; the module docstring records the plan.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        yield
-
-
 def _probe_batch(batch_size: int, device: torch.device) -> torch.Tensor:
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     return torch.rand((batch_size, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator).to(device)
 
 
-def _checked_logits(module: torch.jit.ScriptModule, batch: torch.Tensor) -> torch.Tensor:
+def _checked_logits(module: ScriptModule, batch: torch.Tensor) -> torch.Tensor:
     logits = module(batch)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch.shape[0], NUM_CLASSES):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -129,14 +109,14 @@ def _checked_logits(module: torch.jit.ScriptModule, batch: torch.Tensor) -> torc
     return logits
 
 
-def _optimized(module: torch.jit.ScriptModule, name: str, probe: torch.Tensor) -> torch.jit.ScriptModule:
+def _optimized(module: ScriptModule, name: str, probe: torch.Tensor) -> ScriptModule:
     """The frozen, inference-optimised graph if it reproduces ``module`` on ``probe``, else ``module`` itself.
 
     Freezing folds batch norm into the convolutions and drops dropout: about 30 % less CPU per image for the
     convolutional models. PyTorch calls the pass a prototype that may not help every model, hence the check.
     """
     try:
-        optimized = torch.jit.optimize_for_inference(module)
+        optimized = optimize_for_inference(module)
         if torch.allclose(_checked_logits(optimized, probe), module(probe), atol=_OPTIMIZED_ATOL):
             return optimized
         logger.warning("%s: the optimised graph changes the outputs; serving the graph as stored", name)
@@ -155,18 +135,15 @@ def load_model(
 ) -> LoadedModel:
     """Verify ``name`` v``version`` against its manifest, load it onto ``device`` and warm it up.
 
-    Raises :class:`modelstore.StoreError` for a missing, malformed or tampered version and
+    Raises :class:`contract.StoreError` for a missing, malformed or tampered version and
     :class:`ModelLoadError` for bytes that verify but are not a TorchScript module with the store's signature.
     Warm-up runs a forward pass at each of ``warmup_batch_sizes`` so the first requests do not pay for it.
     """
     verified = store.read_verified(name, version)
     label = f"{name} v{version}"
-    with _torchscript_warnings_silenced(), torch.inference_mode():
+    with torch.inference_mode():
         try:
-            stored: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
-                io.BytesIO(verified.model_bytes), map_location=device
-            )
-            module = stored.eval()
+            module = load_torchscript(verified.model_bytes, device)
         except Exception:
             logger.warning("%s: torch.jit.load failed", label, exc_info=True)
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None

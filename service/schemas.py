@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelstore import NUM_CLASSES, TensorSpec
+from contract import NUM_CLASSES, TensorSpec
 from service import errors
 
 _EXAMPLE_PROBABILITIES: list[Any] = [0.001, 0.002, 0.004, 0.003, 0.001, 0.002, 0.001, 0.97, 0.006, 0.01]
@@ -67,7 +67,7 @@ class ModelPrediction(BaseModel):
 
 
 class EnsemblePrediction(BaseModel):
-    """Weighted geometric mean of the selected models' calibrated probabilities (see ``modelstore.ensemble``)."""
+    """Weighted geometric mean of the selected models' calibrated probabilities (see ``contract.ensemble``)."""
 
     label: Label
     confidence: Confidence

@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from modelstore import ModelStore
+from contract import ModelStore
+from contract.device import select_device
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.inflight import ByteBudget
 from service.preprocess_pool import PreprocessPool
-from service.registry import ModelRegistry, resolve_device, watch_store
+from service.registry import ModelRegistry, watch_store
 from service.telemetry import Telemetry
 from service.tracing import StageTracer
 
 logger = logging.getLogger(__name__)
+
+# Imported once by the preprocessing pool's fork server, so every worker starts with the decoders loaded.
+PRELOAD = ("imaging.digit",)
 
 
 class Upstream:
@@ -83,7 +87,7 @@ class AppState:
 async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTracer) -> AppState:
     """Load, verify and warm the models, then start the batcher and the store watcher."""
     torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
+    device = select_device(settings.device)
     registry = ModelRegistry(
         ModelStore(settings.model_store_dir),
         device,
@@ -96,7 +100,10 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
     )
     pool = PreprocessPool(
-        settings.preprocess_workers, max_waiting=settings.queue_max_size, job_timeout_s=settings.preprocess_timeout_s
+        settings.preprocess_workers,
+        max_waiting=settings.queue_max_size,
+        preload=PRELOAD,
+        job_timeout_s=settings.preprocess_timeout_s,
     )
     await pool.start()
     upstream = Upstream()

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from modelstore import IMAGE_SIZE, NUM_CLASSES
+from contract import IMAGE_SIZE, NUM_CLASSES
 from training.config import TrainConfig
 
 logger = logging.getLogger(__name__)

@@ -1,26 +1,20 @@
-"""TorchScript export of a trained network, its eager-vs-scripted check, and publication into the model store.
-
-The only training module that touches ``torch.jit``: the store's format (Triton's ``pytorch_libtorch``) is
-TorchScript, and a later move to ``torch.export`` should change this module and the service's loader only.
-"""
+"""Export of a trained network through the contract's TorchScript seam, its eager-vs-scripted check, and
+publication into the model store."""
 
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import subprocess
-import tempfile
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from modelstore import MODEL_FILE, Manifest, ModelStore
+from contract import Manifest, ModelCard, ModelStore
+from contract.torchscript import load_torchscript, to_torchscript
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +26,6 @@ CHECK_IMAGES = 512
 
 class ExportMismatchError(RuntimeError):
     """The reloaded TorchScript model does not reproduce the eager model's logits."""
-
-
-@contextmanager
-def _torchscript() -> Iterator[None]:
-    # torch.jit warns that TorchScript is deprecated; it is still the format Triton's PyTorch backend serves.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        yield
-
-
-def to_torchscript(net: nn.Module) -> bytes:
-    """The serialized TorchScript of ``net`` (a CPU copy in eval mode; ``net`` itself is untouched)."""
-    frozen = copy.deepcopy(net).cpu().eval()
-    buffer = io.BytesIO()
-    with _torchscript():
-        torch.jit.save(torch.jit.script(frozen), buffer)
-    return buffer.getvalue()
-
-
-def load_torchscript(data: bytes) -> torch.jit.ScriptModule:
-    """A scripted model from its bytes, on the CPU, in eval mode."""
-    with _torchscript():
-        module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
-            io.BytesIO(data), map_location="cpu"
-        )
-    return module.eval()
 
 
 def check_export(net: nn.Module, scripted: bytes, images: torch.Tensor) -> float:
@@ -111,21 +79,16 @@ def publish_model(
     scripted = to_torchscript(net)
     difference = check_export(net, scripted, check_images)
     logger.info("%s: TorchScript matches eager within %.1e on %d images", name, difference, len(check_images))
-    with tempfile.TemporaryDirectory() as tmp:
-        model_file = Path(tmp) / MODEL_FILE
-        model_file.write_bytes(scripted)
-        manifest = store.publish(
-            name,
-            model_file,
-            parameters=sum(p.numel() for p in net.parameters()),
-            metrics={**metrics, "export_max_abs_diff": difference},
-            training_config=training_config,
-            temperature=temperature,
-            ensemble_weight=ensemble_weight,
-            data_checksums=data_checksums,
-            git_commit=commit,
-            torch_version=torch.__version__,
-            extra_files=extra_files,
-        )
+    card = ModelCard(
+        torch_version=torch.__version__,
+        parameters=sum(p.numel() for p in net.parameters()),
+        temperature=temperature,
+        ensemble_weight=ensemble_weight,
+        metrics={**metrics, "export_max_abs_diff": difference},
+        training_config=dict(training_config),
+        data_checksums=dict(data_checksums),
+        git_commit=commit,
+    )
+    manifest = store.publish(name, scripted, card, extra_files=extra_files)
     logger.info("published %s v%d (%d bytes) to %s", name, manifest.version, manifest.size_bytes, store.root)
     return manifest

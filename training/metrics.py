@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from modelstore import NUM_CLASSES
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import NUM_CLASSES
+from contract.ensemble import calibrated_log_probs, ensemble_probs
 
 # Fifteen equal-width confidence bins: the usual choice since Guo et al. (2017), "On Calibration of Modern NNs".
 ECE_BINS = 15

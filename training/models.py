@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modelstore import IMAGE_SIZE, NUM_CLASSES
+from contract import IMAGE_SIZE, NUM_CLASSES
 
 # Mean and standard deviation of the MNIST training pixels in [0, 1] (the values torchvision's examples use).
 MNIST_MEAN = 0.1307

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from modelstore import ModelStore
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import ModelStore
+from contract.device import DeviceUnavailableError, select_device
+from contract.ensemble import calibrated_log_probs, ensemble_probs
 from training.augment import augment_batch
 from training.config import TrainConfig, default_recipe, quick_recipe, reference_recipe, same_data
 from training.data import DATA_DIR_ENV, Splits, Subset, data_checksums, default_data_dir, load_splits
@@ -50,15 +51,6 @@ class TrainedModel:
     net: nn.Module
     history: list[dict[str, float]]
     seconds: float
-
-
-def select_device(choice: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was requested but CUDA is not available")
-    return torch.device(choice)
 
 
 def build_network(name: str) -> nn.Module:
@@ -204,7 +196,7 @@ def assess(
     """Per-model calibrated metrics, and the ensemble's (None for a single model).
 
     Temperatures and ensemble weights are fitted on the validation split only; the test split is used once,
-    through :mod:`modelstore.ensemble`, exactly as the service combines the models.
+    through :mod:`contract.ensemble`, exactly as the service combines the models.
     """
     results: dict[str, dict[str, Any]] = {}
     val_log_probs, test_log_probs = [], []
@@ -402,7 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = {name: config_from_args(args, name) for name in dict.fromkeys(args.models)}
     publish = not args.no_publish and (args.store is not None or not args.dry_run)
     store = ModelStore(args.store or DEFAULT_STORE) if publish else None
-    summary = run(configs, args.data_dir or default_data_dir(), store, select_device(args.device))
+    try:
+        device = select_device(args.device)
+    except DeviceUnavailableError as exc:
+        raise SystemExit(f"--device cuda: {exc}") from None
+    summary = run(configs, args.data_dir or default_data_dir(), store, device)
     if args.metrics_out:
         configs_dict = {name: config.to_dict() for name, config in configs.items()}
         args.metrics_out.write_text(json.dumps({"configs": configs_dict, **summary}, indent=2))

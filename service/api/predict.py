@@ -9,11 +9,12 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, Query, Request
 
+from imaging.decoding import DecodeLimits
+from imaging.digit import prepare_digit
 from service import errors
 from service.deps import StateDep
 from service.inference import DigitPrediction, DigitRequest
 from service.logs import current_request_id
-from service.preprocessing import DecodeLimits, prepare_digit
 from service.registry import ModelSet
 from service.schemas import (
     UPLOAD_REQUEST_BODY,

@@ -22,5 +22,7 @@ def test_figures_of_every_measuring_test_are_collected_by_name(tmp_path: Path) -
 def test_a_missing_test_is_named(tmp_path: Path) -> None:
     (tmp_path / "overload.json").write_text("{}")
 
-    with pytest.raises(RuntimeError, match="no figures recorded by: animated_gif, rollout, schema_fuzz, shutdown, slow_uploads"):
+    with pytest.raises(
+        RuntimeError, match="no figures recorded by: animated_gif, rollout, schema_fuzz, shutdown, slow_uploads"
+    ):
         collect_figures(tmp_path)

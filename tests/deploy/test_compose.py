@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.files import (
+from harness.server import REPO_ROOT
+from tests.support.deploy import (
     COMPOSE_FILE,
     DOCKERFILE,
     GPU_OVERRIDE_FILE,
@@ -26,7 +27,6 @@ from tests.deploy.files import (
     load_yaml,
     nginx_body_limit_bytes,
 )
-from tests.support.server import REPO_ROOT
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 _DURATION_RE = re.compile(r"^(?:(\d+)m)?(?:(\d+)s)?$")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import Replicas
-from tests.deploy.files import DOCKERFILE, DOCKERIGNORE, dockerfile_instructions, exec_form, image_env
-from tests.support.server import REPO_ROOT, free_port
+from harness.server import REPO_ROOT, free_port
+from tests.support.deploy import DOCKERFILE, DOCKERIGNORE, dockerfile_instructions, exec_form, image_env
+from tests.support.replicas import Replicas
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 PROBE_TIMEOUT_S = 15.0
@@ -33,7 +33,8 @@ CONTEXT_EXPECTATIONS = {
     "README.md": True,
     "service/main.py": True,
     "service/static/index.html": True,
-    "modelstore/store.py": True,
+    "contract/store.py": True,
+    "imaging/digit.py": True,
     "training/export.py": True,
     "model_store/cnn/config.pbtxt": True,
     "model_store/cnn/1/model.pt": True,

@@ -29,10 +29,10 @@ import pytest
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.server import free_port, wait_until_healthy
 from service.uploads import upload_too_large
-from tests.deploy.conftest import ADMIN_TOKEN, Replicas
-from tests.deploy.files import NGINX_CONF, UPSTREAM_CONF, nginx_body_limit_bytes
-from tests.support.server import free_port, wait_until_healthy
+from tests.support.deploy import NGINX_CONF, UPSTREAM_CONF, nginx_body_limit_bytes
+from tests.support.replicas import Replicas
 
 pytestmark = pytest.mark.slow
 

@@ -22,15 +22,16 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from fastapi.testclient import TestClient
 from PIL import GifImagePlugin, Image
 
+from harness.server import RunningServer, start_server
 from service import errors
 from service.main import create_app
 from service.uploads import upload_too_large
-from tests.reliability.conftest import COMMITTED_STORE, clean_settings, record_figures, server_env
-from tests.service import images
-from tests.service.conftest import TestClient, upload
-from tests.support.server import RunningServer, start_server
+from tests.support import images
+from tests.support.servers import COMMITTED_STORE, clean_settings, record_figures, server_env
+from tests.support.uploads import upload
 
 TIMEOUT_S = 10.0
 LIMIT_BYTES = 64 * 1024

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from modelstore import ModelStore
+from contract import ModelStore
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.reliability.conftest import ServerFactory, record_figures, server_env
-from tests.service import images
-from tests.service.conftest import TestClient
+from tests.support import images
+from tests.support.servers import ServerFactory, record_figures, server_env
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)

@@ -5,13 +5,12 @@ a mixed fleet mid-rollout is visible to whoever polls it."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 
-from modelstore import ModelStore
-from tests.reliability.conftest import ServerFactory, record_figures, server_env
-from tests.service.conftest import publish
+from contract import ModelStore
+from tests.support.servers import ServerFactory, record_figures, server_env
+from tests.support.stand_ins import publish
 
 POLL_INTERVAL_S = 0.5
 # A reload loads, verifies and warms the new version after the poll that finds it.
@@ -26,15 +25,13 @@ def served_versions(url: str) -> dict[str, int]:
     return versions
 
 
-def test_a_published_version_reaches_every_polling_replica(
-    store: ModelStore, serve: ServerFactory, tmp_path: Path
-) -> None:
+def test_a_published_version_reaches_every_polling_replica(store: ModelStore, serve: ServerFactory) -> None:
     polling = [serve(server_env(store.root, reload_interval_s=POLL_INTERVAL_S)) for _ in range(2)]
     # A replica that does not poll shows what a fleet with a straggler looks like from readiness.
     straggler = serve(server_env(store.root))
     before = [served_versions(server.url) for server in (*polling, straggler)]
 
-    publish(store, "cnn", tmp_dir=tmp_path)
+    publish(store, "cnn")
     published_at = time.monotonic()
     reached_after_s: list[float] = []
     for server in polling:

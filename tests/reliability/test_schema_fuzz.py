@@ -18,10 +18,10 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import Case
 
+from harness.server import RunningServer, start_server
 from service.main import create_app
-from tests.reliability.conftest import clean_settings, record_figures, server_env
-from tests.service import images
-from tests.support.server import RunningServer, start_server
+from tests.support import images
+from tests.support.servers import clean_settings, record_figures, server_env
 
 ADMIN_TOKEN = "fuzz-admin-token"
 CONFIG = schemathesis.Config.from_dict(

@@ -13,18 +13,21 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from modelstore import ModelStore
+from contract import ModelStore
+from harness.server import REPO_ROOT, RunningServer, start_server
 from service import errors
 from service.api import models as models_api
 from service.api import predict as predict_api
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.deploy.files import COMPOSE_FILE, GPU_OVERRIDE_FILE, dockerfile_instructions, load_yaml
-from tests.reliability.conftest import server_env
-from tests.service.conftest import ADMIN, TestClient, publish, upload
-from tests.support.server import REPO_ROOT, RunningServer, start_server
+from tests.support.admin import ADMIN
+from tests.support.deploy import COMPOSE_FILE, GPU_OVERRIDE_FILE, dockerfile_instructions, load_yaml
+from tests.support.servers import server_env
+from tests.support.stand_ins import publish
+from tests.support.uploads import upload
 
 TIMEOUT_S = 10.0
 INTERNAL = errors.ServiceError.default_detail
@@ -64,7 +67,7 @@ class OpenedFiles:
 def decoy(tmp_path: Path) -> Path:
     """A well-formed model store entry outside the store, where a path from a request might try to reach it."""
     outside = ModelStore(tmp_path / "outside")
-    publish(outside, "mlp", tmp_dir=tmp_path)
+    publish(outside, "mlp")
     return outside.version_dir("mlp", 1)
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from modelstore import ModelStore
-from tests.reliability.conftest import ServerFactory, record_figures, server_env
-from tests.service import images
-from tests.support.server import RunningServer
+from contract import ModelStore
+from harness.server import RunningServer
+from tests.support import images
+from tests.support.servers import ServerFactory, record_figures, server_env
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)

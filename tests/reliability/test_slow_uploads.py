@@ -11,12 +11,12 @@ import time
 import httpx
 import pytest
 
-from modelstore import ModelStore
+from contract import ModelStore
+from harness.server import RunningServer
 from service import errors
-from tests.reliability.conftest import ServerFactory, record_figures, server_env
 from tests.reliability.test_overload import rss_mb
-from tests.service import images
-from tests.support.server import RunningServer
+from tests.support import images
+from tests.support.servers import ServerFactory, record_figures, server_env
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from modelstore import MANIFEST_FILE, MODEL_FILE, ModelStore
+from contract import MANIFEST_FILE, MODEL_FILE, ModelStore
 from service import errors
 from service.config import Settings
 from service.main import create_app
-from tests.reliability.conftest import ServerFactory, server_env
-from tests.service.conftest import ADMIN, ADMIN_TOKEN, FixedLogits, TestClient, draw_seven, png_bytes, publish, upload
+from tests.support.admin import ADMIN, ADMIN_TOKEN
+from tests.support.servers import ServerFactory, server_env
+from tests.support.stand_ins import FixedLogits, publish
+from tests.support.uploads import draw_seven, png_bytes, upload
 
 TIMEOUT_S = 10.0
 SHA_MISMATCH = "model.pt does not match the sha256 in its manifest"
@@ -48,14 +50,14 @@ def served_sha256(store: ModelStore, name: str, version: int) -> str:
 
 
 @pytest.fixture
-def faulty_store(store: ModelStore, tmp_path: Path) -> ModelStore:
+def faulty_store(store: ModelStore) -> ModelStore:
     """cnn and lenet5: a good v1 under a bad v2; mlp: a good v1 (pinned to a v5 that does not exist);
     ``forged``, ``garbled`` and ``unreadable``: a single, bad version each."""
-    publish(store, "cnn", tmp_dir=tmp_path)
+    publish(store, "cnn")
     tamper(store, "cnn", 2)
     crash_mid_copy(store, "lenet5", 2)
     for name in ("forged", "garbled", "unreadable"):
-        publish(store, name, FixedLogits([1.0] + [0.0] * 9), tmp_dir=tmp_path)
+        publish(store, name, FixedLogits([1.0] + [0.0] * 9))
     tamper(store, "forged", 1)
     (store.version_dir("garbled", 1) / MANIFEST_FILE).write_text('{"name": "garbled", "version": ')
     # A folder where the manifest file belongs: reading it fails with an OSError, not a store error.
@@ -126,16 +128,14 @@ def test_server_refuses_exactly_the_bad_versions_and_serves_the_rest(
         assert line in log
 
 
-def test_reload_skips_a_publish_cut_short_and_takes_the_finished_one(
-    store: ModelStore, serve: ServerFactory, tmp_path: Path
-) -> None:
+def test_reload_skips_a_publish_cut_short_and_takes_the_finished_one(store: ModelStore, serve: ServerFactory) -> None:
     server = serve(server_env(store.root, admin_token=ADMIN_TOKEN))
 
     with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
         crash_mid_copy(store, "cnn", 2)
         after_crash = client.post("/models/reload", headers=ADMIN).json()
         during = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
-        publish(store, "cnn", FixedLogits([0.0] * 9 + [5.0]), tmp_dir=tmp_path)
+        publish(store, "cnn", FixedLogits([0.0] * 9 + [5.0]))
         after_publish = client.post("/models/reload", headers=ADMIN).json()
         after = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
 

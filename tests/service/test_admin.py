@@ -6,11 +6,13 @@ from __future__ import annotations
 import hmac
 
 import pytest
+from fastapi.testclient import TestClient
 
 from service import admin, errors
 from service.config import Settings
 from service.main import create_app
-from tests.service.conftest import ADMIN, ADMIN_TOKEN, TestClient, upload
+from tests.support.admin import ADMIN, ADMIN_TOKEN
+from tests.support.uploads import upload
 
 
 def test_admin_endpoint_returns_404_when_no_token_is_set(settings: Settings, digit_png: bytes) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from modelstore import MODEL_FILE, ModelStore
+from contract import MODEL_FILE, ModelStore
 from service import errors
 from service.config import Settings
 from service.main import create_app
-from tests.service.conftest import ADMIN, FixedLogits, TestClient, publish, upload
+from tests.support.admin import ADMIN
+from tests.support.stand_ins import FixedLogits, publish
+from tests.support.uploads import upload
 
 POLL_TIMEOUT_S = 5.0
 
@@ -57,8 +59,8 @@ def test_unknown_or_path_like_model_name_returns_404(client: TestClient, name: s
     assert response.json()["detail"] in {errors.ModelNotFoundHTTPError.default_detail, "Not Found"}
 
 
-def test_refused_models_are_reported_with_their_reasons(store: ModelStore, settings: Settings, tmp_path: Path) -> None:
-    publish(store, "cnn", tmp_dir=tmp_path)
+def test_refused_models_are_reported_with_their_reasons(store: ModelStore, settings: Settings) -> None:
+    publish(store, "cnn")
     tamper(store, "cnn", 2)
     pinned = settings.model_copy(update={"model_versions": {"mlp": 4}})
 
@@ -76,9 +78,9 @@ def test_refused_models_are_reported_with_their_reasons(store: ModelStore, setti
 
 
 def test_reload_swaps_in_a_new_version_without_a_restart(
-    client: TestClient, store: ModelStore, tmp_path: Path, digit_png: bytes
+    client: TestClient, store: ModelStore, digit_png: bytes
 ) -> None:
-    publish(store, "mlp", FixedLogits([0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), tmp_dir=tmp_path)
+    publish(store, "mlp", FixedLogits([0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
 
     response = client.post("/models/reload", headers=ADMIN)
 
@@ -89,10 +91,8 @@ def test_reload_swaps_in_a_new_version_without_a_restart(
     assert (prediction["predictions"][0]["version"], prediction["predictions"][0]["label"]) == (2, 3)
 
 
-def test_reload_with_a_broken_new_version_keeps_serving_the_old_one(
-    client: TestClient, store: ModelStore, tmp_path: Path
-) -> None:
-    publish(store, "mlp", tmp_dir=tmp_path)
+def test_reload_with_a_broken_new_version_keeps_serving_the_old_one(client: TestClient, store: ModelStore) -> None:
+    publish(store, "mlp")
     tamper(store, "mlp", 2)
 
     response = client.post("/models/reload", headers=ADMIN)
@@ -103,11 +103,11 @@ def test_reload_with_a_broken_new_version_keeps_serving_the_old_one(
     assert (mlp["version"], mlp["state"]) == (1, "fallback")
 
 
-def test_store_is_polled_when_an_interval_is_set(store: ModelStore, settings: Settings, tmp_path: Path) -> None:
+def test_store_is_polled_when_an_interval_is_set(store: ModelStore, settings: Settings) -> None:
     polling = settings.model_copy(update={"reload_interval_s": 0.05})
 
     with TestClient(create_app(polling)) as client:
-        publish(store, "cnn", tmp_dir=tmp_path)
+        publish(store, "cnn")
         deadline = time.monotonic() + POLL_TIMEOUT_S
         while client.get("/models/cnn").json()["version"] != 2 and time.monotonic() < deadline:
             time.sleep(0.02)

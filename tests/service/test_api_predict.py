@@ -12,26 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 from torch import nn
 
-from modelstore import ModelStore
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import ModelStore
+from contract.ensemble import calibrated_log_probs, ensemble_probs
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.main import create_app
-from tests.service.conftest import (
-    ENSEMBLE_WEIGHTS,
-    FIXED_LOGITS,
-    TEMPERATURES,
-    TestClient,
-    draw_seven,
-    png_bytes,
-    publish,
-    upload,
-)
+from tests.support.stand_ins import ENSEMBLE_WEIGHTS, FIXED_LOGITS, TEMPERATURES, publish
+from tests.support.uploads import draw_seven, png_bytes, upload
 
 ALL_MODELS = ["cnn", "lenet5", "mlp"]
 STEP_TIMEOUT_S = 10.0
@@ -240,9 +233,9 @@ class FailsOnRealImages(nn.Module):
 
 
 def test_predict_failing_batch_returns_503_and_the_service_keeps_serving(
-    store: ModelStore, settings: Settings, tmp_path: Path, digit_png: bytes, caplog: pytest.LogCaptureFixture
+    store: ModelStore, settings: Settings, digit_png: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    publish(store, "broken", FailsOnRealImages(), tmp_dir=tmp_path)
+    publish(store, "broken", FailsOnRealImages())
 
     with TestClient(create_app(settings)) as client:
         failed = client.post("/predict", params={"models": "broken"}, files=upload(digit_png))

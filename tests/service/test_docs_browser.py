@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.service.conftest import draw_seven, png_bytes
+from harness.server import RunningServer
 from tests.service.test_ui_browser import ARTIFACTS_DIR, RESULT_TIMEOUT_MS, browser, server  # noqa: F401
-from tests.support.server import RunningServer
+from tests.support.uploads import draw_seven, png_bytes
 
 pytestmark = pytest.mark.slow
 

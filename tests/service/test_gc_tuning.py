@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 
+from fastapi.testclient import TestClient
+
 from service.config import Settings
 from service.gc_tuning import YOUNG_GENERATION_THRESHOLD, server_gc
 from service.main import create_app
-from tests.service.conftest import TestClient
 
 
 def test_the_startup_heap_is_frozen_and_the_threshold_raised_only_inside_the_block() -> None:

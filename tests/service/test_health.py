@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from modelstore import ModelStore
+from contract import ModelStore
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.service.conftest import ADMIN, TestClient, publish, upload
+from tests.support.admin import ADMIN
+from tests.support.stand_ins import publish
+from tests.support.uploads import upload
 
 NOT_READY = {"detail": errors.ServiceUnavailableError.default_detail}
 
@@ -38,7 +41,7 @@ def test_ready_returns_503_until_a_model_is_loaded(settings: Settings, tmp_path:
     store = ModelStore(tmp_path / "later")
     with TestClient(create_app(settings.model_copy(update={"model_store_dir": store.root}))) as client:
         before = client.get("/health/ready")
-        publish(store, "cnn", tmp_dir=tmp_path)
+        publish(store, "cnn")
         client.post("/models/reload", headers=ADMIN)
         after = client.get("/health/ready")
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-from modelstore import ModelStore
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import ModelStore
+from contract.ensemble import calibrated_log_probs, ensemble_probs
 from service.inference import BatchPredictor, DigitRequest
 from service.registry import LoadedModel, ModelSet, load_model
 from service.telemetry import Telemetry
-from tests.service.conftest import ENSEMBLE_WEIGHTS, FIXED_LOGITS, TEMPERATURES, FixedLogits, publish
+from tests.support.stand_ins import ENSEMBLE_WEIGHTS, FIXED_LOGITS, TEMPERATURES, FixedLogits, publish
 
 CPU = torch.device("cpu")
 
@@ -56,11 +54,9 @@ def test_each_model_gives_calibrated_probabilities_and_the_ensemble_combines_the
     assert prediction.batch_size == 1
 
 
-def test_requests_selecting_different_models_share_the_batch_and_keep_their_own_rows(
-    store: ModelStore, tmp_path: Path
-) -> None:
-    publish(store, "mlp", FirstPixels(), tmp_dir=tmp_path)
-    publish(store, "cnn", FirstPixels(), tmp_dir=tmp_path)
+def test_requests_selecting_different_models_share_the_batch_and_keep_their_own_rows(store: ModelStore) -> None:
+    publish(store, "mlp", FirstPixels())
+    publish(store, "cnn", FirstPixels())
     models = ModelSet({"mlp": loaded(store, "mlp", 2), "cnn": loaded(store, "cnn", 2)})
     telemetry = Telemetry()
     predictor = BatchPredictor(CPU, max_batch_size=8, telemetry=telemetry)
@@ -81,8 +77,8 @@ def test_requests_selecting_different_models_share_the_batch_and_keep_their_own_
     assert telemetry.registry.get_sample_value("digits_batch_size_sum") == 4
 
 
-def test_requests_from_before_and_after_a_swap_keep_their_own_versions(store: ModelStore, tmp_path: Path) -> None:
-    publish(store, "mlp", FixedLogits([0.0, 0.0, 9.0] + [0.0] * 7), tmp_dir=tmp_path)
+def test_requests_from_before_and_after_a_swap_keep_their_own_versions(store: ModelStore) -> None:
+    publish(store, "mlp", FixedLogits([0.0, 0.0, 9.0] + [0.0] * 7))
     old = ModelSet({"mlp": loaded(store, "mlp", 1)})
     new = ModelSet({"mlp": loaded(store, "mlp", 2)})
     predictor = BatchPredictor(CPU, max_batch_size=4)

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from asgi_correlation_id import correlation_id
+from fastapi.testclient import TestClient
 from pythonjsonlogger.json import JsonFormatter
 
 from service.config import Settings
 from service.logs import AccessFieldsFilter, RequestIdFilter, log_config
-from tests.service.conftest import TestClient, upload
+from tests.support.uploads import upload
 
 HEX_ID = "0123456789abcdef0123456789abcdef"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.main import create_app
-from tests.service.conftest import TestClient
 
 DOCUMENTED_ERRORS = {
     ("/predict", "post"): {"400", "413", "415", "422", "503"},

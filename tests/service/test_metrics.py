@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
-from tests.service.conftest import TestClient, upload
+from tests.support.uploads import upload
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

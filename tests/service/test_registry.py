@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelstore import MANIFEST_FILE, MODEL_FILE, ModelStore
-from service.registry import ModelChange, ModelLoadError, ModelRegistry, load_model, resolve_device
-from tests.service.conftest import FIXED_LOGITS, MODEL_NAMES, FixedLogits, WrongOutput, publish
+from contract import MANIFEST_FILE, MODEL_FILE, ModelStore
+from service.registry import ModelChange, ModelLoadError, ModelRegistry, load_model
+from tests.support.stand_ins import FIXED_LOGITS, MODEL_NAMES, FixedLogits, WrongOutput, publish, stand_in_card
 
 CPU = torch.device("cpu")
 
@@ -40,8 +40,8 @@ def test_load_model_verifies_and_returns_a_working_module(store: ModelStore) -> 
     assert torch.allclose(logits, torch.tensor([FIXED_LOGITS["mlp"]] * 3))
 
 
-def test_every_model_in_the_store_is_served_at_its_latest_version(store: ModelStore, tmp_path: Path) -> None:
-    publish(store, "mlp", tmp_dir=tmp_path)
+def test_every_model_in_the_store_is_served_at_its_latest_version(store: ModelStore) -> None:
+    publish(store, "mlp")
 
     registry = make_registry(store)
 
@@ -56,8 +56,8 @@ def test_models_setting_selects_and_orders_models(store: ModelStore) -> None:
     assert registry.models.names() == ["mlp", "cnn"]
 
 
-def test_pinned_version_is_served_instead_of_latest(store: ModelStore, tmp_path: Path) -> None:
-    publish(store, "mlp", tmp_dir=tmp_path)
+def test_pinned_version_is_served_instead_of_latest(store: ModelStore) -> None:
+    publish(store, "mlp")
 
     registry = make_registry(store, pinned={"mlp": 1})
 
@@ -90,9 +90,9 @@ def test_tampered_model_is_never_served(store: ModelStore, caplog: pytest.LogCap
     assert "model cnn: refused: cnn v1: model.pt does not match the sha256" in caplog.text
 
 
-def test_broken_latest_falls_back_to_the_newest_verified_older_version(store: ModelStore, tmp_path: Path) -> None:
-    publish(store, "cnn", tmp_dir=tmp_path)
-    publish(store, "cnn", tmp_dir=tmp_path)
+def test_broken_latest_falls_back_to_the_newest_verified_older_version(store: ModelStore) -> None:
+    publish(store, "cnn")
+    publish(store, "cnn")
     tamper(store, "cnn", 3)
 
     registry = make_registry(store)
@@ -112,10 +112,8 @@ def test_broken_latest_falls_back_to_the_newest_verified_older_version(store: Mo
     ],
     ids=["missing-manifest", "malformed-manifest", "missing-model"],
 )
-def test_damaged_version_folder_is_refused(
-    store: ModelStore, tmp_path: Path, damage: Callable[[Path], object], problem: str
-) -> None:
-    publish(store, "lenet5", tmp_dir=tmp_path)
+def test_damaged_version_folder_is_refused(store: ModelStore, damage: Callable[[Path], object], problem: str) -> None:
+    publish(store, "lenet5")
     damage(store.version_dir("lenet5", 2))
 
     registry = make_registry(store)
@@ -144,10 +142,8 @@ def test_half_written_publish_leftovers_are_ignored(store: ModelStore) -> None:
     ],
     ids=["wrong-shape", "nan"],
 )
-def test_model_that_fails_warm_up_is_refused(
-    store: ModelStore, tmp_path: Path, module: torch.nn.Module, problem: str
-) -> None:
-    publish(store, "mlp", module, tmp_dir=tmp_path)
+def test_model_that_fails_warm_up_is_refused(store: ModelStore, module: torch.nn.Module, problem: str) -> None:
+    publish(store, "mlp", module)
 
     registry = make_registry(store)
 
@@ -155,10 +151,8 @@ def test_model_that_fails_warm_up_is_refused(
     assert registry.statuses["mlp"].problems == (problem,)
 
 
-def test_verified_file_that_is_not_torchscript_is_refused(store: ModelStore, tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a zip archive")
-    store.publish("mlp", garbage, parameters=0, metrics={}, training_config={}, torch_version="x")
+def test_verified_file_that_is_not_torchscript_is_refused(store: ModelStore) -> None:
+    store.publish("mlp", b"not a zip archive", stand_in_card("mlp"))
 
     with pytest.raises(ModelLoadError, match=r"^mlp v2: model.pt is not a loadable TorchScript module$"):
         load_model(store, "mlp", 2, CPU)
@@ -179,10 +173,10 @@ def test_missing_model_is_reported(store: ModelStore) -> None:
     assert registry.statuses["absent"].problems == ("model 'absent' has no versions in the store",)
 
 
-def test_refresh_swaps_in_a_new_version_and_leaves_old_snapshots_intact(store: ModelStore, tmp_path: Path) -> None:
+def test_refresh_swaps_in_a_new_version_and_leaves_old_snapshots_intact(store: ModelStore) -> None:
     registry = make_registry(store)
     before = registry.models
-    publish(store, "mlp", FixedLogits([1.0] + [0.0] * 9), tmp_dir=tmp_path)
+    publish(store, "mlp", FixedLogits([1.0] + [0.0] * 9))
 
     changes = registry.refresh()
 
@@ -196,9 +190,9 @@ def test_refresh_swaps_in_a_new_version_and_leaves_old_snapshots_intact(store: M
         assert int(registry.models["mlp"].module(torch.zeros(1, 1, 28, 28)).argmax()) == 0
 
 
-def test_refresh_keeps_serving_when_the_new_version_is_broken(store: ModelStore, tmp_path: Path) -> None:
+def test_refresh_keeps_serving_when_the_new_version_is_broken(store: ModelStore) -> None:
     registry = make_registry(store)
-    publish(store, "mlp", tmp_dir=tmp_path)
+    publish(store, "mlp")
     tamper(store, "mlp", 2)
 
     changes = registry.refresh()
@@ -213,7 +207,7 @@ def test_refresh_picks_up_a_model_published_later(tmp_path: Path) -> None:
     registry = make_registry(store)
     assert registry.models.names() == []
 
-    publish(store, "cnn", tmp_dir=tmp_path)
+    publish(store, "cnn")
 
     assert registry.refresh() == [ModelChange("cnn", None, 1)]
     assert registry.models.names() == ["cnn"]
@@ -230,11 +224,3 @@ def test_refresh_never_drops_a_served_model(store: ModelStore) -> None:
 
     assert registry.models["cnn"].version == 1
     assert registry.statuses["cnn"].problems == ("model 'cnn' has no versions in the store",)
-
-
-def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_device("cpu") == CPU
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == CPU
-    with pytest.raises(RuntimeError, match="DIGITS_DEVICE=cuda but no CUDA device is available"):
-        resolve_device("cuda")

@@ -8,13 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelstore import ModelStore
-from tests.service.conftest import upload
-from tests.support.server import running_server
+from contract import ModelStore
+from harness.server import running_server
+from tests.support.uploads import upload
 
 
 @pytest.mark.slow
-# tests/support/server.py leaves its copy of the log file handle to the garbage collector.
+# harness/server.py leaves its copy of the log file handle to the garbage collector.
 def test_server_answers_over_http_and_shuts_down_cleanly(store: ModelStore, tmp_path: Path, digit_png: bytes) -> None:
     env = {
         "DIGITS_MODEL_STORE_DIR": str(store.root),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.config import Settings
 from service.main import create_app
-from tests.service.conftest import TestClient, upload
+from tests.support.uploads import upload
 
 STAGES = ["read_upload", "preprocess", "queue", "inference"]
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect, sync_playwright
 
-from tests.support.server import REPO_ROOT, RunningServer, running_server
+from harness.server import REPO_ROOT, RunningServer, running_server
 from training.data import default_data_dir, load_mnist
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelstore import ModelStore, VerifiedModel
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import ModelStore, VerifiedModel
+from contract.ensemble import calibrated_log_probs, ensemble_probs
+from contract.torchscript import load_torchscript
 from training.data import default_data_dir, load_mnist
-from training.export import load_torchscript
 from training.train import to_inputs
 
 STORE = ModelStore(Path(__file__).resolve().parents[2] / "model_store")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.mnist import idx_bytes, write_mnist
 from training import data
 from training.config import TrainConfig
 from training.data import (
@@ -23,8 +24,6 @@ from training.data import (
     parse_idx,
     stratified_split,
 )
-
-from .conftest import idx_bytes, write_mnist
 
 
 @pytest.mark.parametrize("compress", [True, False])

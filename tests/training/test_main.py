@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelstore import ModelStore
+from contract import ModelStore
 from training.__main__ import main
 from training.data import default_data_dir
 

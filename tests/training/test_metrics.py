@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelstore.ensemble import calibrated_log_probs
+from contract.ensemble import calibrated_log_probs
 from training.metrics import (
     classification_metrics,
     confusion_matrix,

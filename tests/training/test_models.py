@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelstore import IMAGE_SIZE, NUM_CLASSES
+from contract import IMAGE_SIZE, NUM_CLASSES
 from training.models import LENET_INPUT_SIZE, MNIST_MEAN, MNIST_STD, MODELS, LeNet5, SmallCNN, Standardize
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelstore import ModelStore
-from modelstore.ensemble import calibrated_log_probs, ensemble_probs
+from contract import ModelStore
+from contract.ensemble import calibrated_log_probs, ensemble_probs
+from contract.torchscript import load_torchscript
 from training.config import TrainConfig, quick_recipe
 from training.data import default_data_dir, load_splits
-from training.export import load_torchscript
 from training.report import CONFUSION_PNG, CURVES_PNG, REPORT_FILE
 from training.train import build_parser, config_from_args, fit_model, run, to_inputs
 

@@ -1,0 +1,41 @@
+"""The contract between training and serving: the versioned store's format (``store``), the tensor signature every
+model honours, the calibration and ensemble rule (``ensemble``), the TorchScript seam (``torchscript``) and device
+selection (``device``). It imports nothing else of this project."""
+
+from contract.store import (
+    CONFIG_FILE,
+    IMAGE_SIZE,
+    LABELS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    NUM_CLASSES,
+    IntegrityError,
+    Manifest,
+    ManifestError,
+    ModelCard,
+    ModelNotFoundError,
+    ModelStore,
+    StoreError,
+    TensorSpec,
+    VerifiedModel,
+    VersionNotFoundError,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "IMAGE_SIZE",
+    "LABELS",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "NUM_CLASSES",
+    "IntegrityError",
+    "Manifest",
+    "ManifestError",
+    "ModelCard",
+    "ModelNotFoundError",
+    "ModelStore",
+    "StoreError",
+    "TensorSpec",
+    "VerifiedModel",
+    "VersionNotFoundError",
+]
