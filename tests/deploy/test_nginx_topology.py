@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.server import free_port, wait_until_healthy
 from service.uploads import upload_too_large
+from tests.support.admin import ADMIN_TOKEN
 from tests.support.deploy import NGINX_CONF, UPSTREAM_CONF, nginx_body_limit_bytes
 from tests.support.replicas import Replicas
 
