@@ -116,23 +116,14 @@ async def predict(
         read = time.perf_counter()
         limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
         digit = await state.preprocess_pool.run(prepare_digit, data, limits, with_png=debug)
-        del data  # the reservation ends here: the upload's bytes must not outlive it
+        del data  # freed now, not after inference: the reservation stops counting it here
         prepared = time.perf_counter()
     prediction = await state.batcher.submit(
         DigitRequest(image=torch.from_numpy(digit.pixels), models=snapshot, selected=selected)
     )
     done = time.perf_counter()
     request_id = current_request_id()
-    _observe(state, prediction, read, prepared)
-    state.tracer.record(
-        [
-            Stage("read_upload", started, read),
-            Stage("preprocess", read, prepared),
-            Stage("queue", prepared, prediction.batch_started_s),
-            Stage("inference", prediction.batch_started_s, done),
-        ],
-        request_id,
-    )
+    _observe(state, prediction, request_id, (started, read, prepared, done))
     timings = Timings(
         read_ms=(read - started) * 1e3,
         preprocess_ms=(prepared - read) * 1e3,
@@ -142,8 +133,22 @@ async def predict(
     return _to_response(request_id, prediction, digit.png, timings)
 
 
-def _observe(state: AppState, prediction: DigitPrediction, read: float, prepared: float) -> None:
+def _observe(
+    state: AppState, prediction: DigitPrediction, request_id: str, times: tuple[float, float, float, float]
+) -> None:
+    """Stage metrics and spans of one answered prediction (``times``: started, read, prepared, done)."""
+    started, read, prepared, done = times
+    batch_started = prediction.batch_started_s
     telemetry = state.telemetry
     telemetry.preprocess_seconds.observe(prepared - read)
-    telemetry.queue_wait_seconds.observe(max(0.0, prediction.batch_started_s - prepared))
+    telemetry.queue_wait_seconds.observe(max(0.0, batch_started - prepared))
     telemetry.confidence.observe(prediction.ensemble.confidence)
+    state.tracer.record(
+        [
+            Stage("read_upload", started, read),
+            Stage("preprocess", read, prepared),
+            Stage("queue", prepared, batch_started),
+            Stage("inference", batch_started, done),
+        ],
+        request_id,
+    )
