@@ -48,11 +48,13 @@ class ModelOutput:
 
 @dataclass(frozen=True)
 class DigitPrediction:
-    """Per-model results in the order the request selected them, their ensemble, and the batch's size."""
+    """Per-model results in the order the request selected them, their ensemble, the batch's size and when the
+    batch started (``time.perf_counter()``), which ends the request's wait in the queue."""
 
     outputs: list[ModelOutput]
     ensemble: ClassProbabilities
     batch_size: int
+    batch_started_s: float
 
 
 def _class_probabilities(probs: torch.Tensor) -> list[ClassProbabilities]:
@@ -88,6 +90,7 @@ class BatchPredictor:
         self._staging: torch.Tensor | None = None
 
     def __call__(self, requests: Sequence[DigitRequest]) -> list[DigitPrediction]:
+        started = time.perf_counter()
         if self._telemetry is not None:
             self._telemetry.batch_size.observe(len(requests))
         results: dict[int, DigitPrediction] = {}
@@ -97,7 +100,7 @@ class BatchPredictor:
         with torch.inference_mode():
             for indices in groups.values():
                 group = [requests[i] for i in indices]
-                for index, prediction in zip(indices, self._predict_group(group, len(requests)), strict=True):
+                for index, prediction in zip(indices, self._predict_group(group, len(requests), started), strict=True):
                     results[index] = prediction
         return [results[index] for index in range(len(requests))]
 
@@ -125,7 +128,7 @@ class BatchPredictor:
             self._telemetry.inference_seconds.labels(model_name).observe(time.perf_counter() - started)
         return logits, log_probs
 
-    def _predict_group(self, group: Sequence[DigitRequest], batch_size: int) -> list[DigitPrediction]:
+    def _predict_group(self, group: Sequence[DigitRequest], batch_size: int, started: float) -> list[DigitPrediction]:
         models = group[0].models
         batch = self._to_device([request.image for request in group])
         # Per model: its (rows, C) logits and log-probabilities and, for each request index, its row in them.
@@ -162,6 +165,7 @@ class BatchPredictor:
                 ],
                 ensemble=ensembles[i],
                 batch_size=batch_size,
+                batch_started_s=started,
             )
             for i, request in enumerate(group)
         ]

@@ -195,8 +195,17 @@ class LiveResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "models": ["cnn", "mlp"], "versions": {"cnn": 2, "mlp": 1}}]
+        }
+    )
+
     status: Literal["ready"] = "ready"
     models: list[str] = Field(description="models being served")
+    versions: dict[str, int] = Field(
+        description="the version served of each model: replicas behind one balancer that differ are mid-rollout"
+    )
 
 
 _RETRY_AFTER_HEADER = {

@@ -148,8 +148,8 @@ async def _infer(request: Request, state: StateDep, model_name: str, model_versi
     declared = request.headers.get(HEADER_LENGTH_HEADER)
     if declared is not None and not declared.isdigit():
         raise errors.InvalidTensorError(f"{HEADER_LENGTH_HEADER} must be the JSON header's length in bytes.")
-    with state.upstream.track():
-        body = await read_body(request, state.settings.max_upload_bytes)
+    with state.upstream.track(), state.byte_budget.reserve() as reservation:
+        body = await read_body(request, state.settings.max_upload_bytes, reservation)
         # A batch in JSON is a megabyte of numbers to parse: not on the event loop.
         decoded = await run_in_threadpool(decode_request, body, int(declared) if declared is not None else None)
         prepared = await oip.prepare(state, model, decoded)

@@ -23,6 +23,7 @@ from service.api import predict as predict_api
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
+from tests.support.admin import ADMIN
 from tests.support.deploy import COMPOSE_FILE, GPU_OVERRIDE_FILE, dockerfile_instructions, load_yaml
 from tests.support.servers import server_env
 from tests.support.stand_ins import publish
@@ -173,7 +174,7 @@ def test_forced_internal_failures_are_a_json_500_without_internals(
         responses = [
             client.post("/predict", files=upload(digit_png)),
             client.get("/models"),
-            client.post("/models/reload"),
+            client.post("/models/reload", headers=ADMIN),
         ]
         ready = client.get("/health/ready")
 

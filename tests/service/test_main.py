@@ -15,7 +15,7 @@ DOCUMENTED_ERRORS = {
     ("/predict", "post"): {"400", "413", "415", "422", "503"},
     ("/models", "get"): {"503"},
     ("/models/{name}", "get"): {"404", "422", "503"},
-    ("/models/reload", "post"): {"503"},
+    ("/models/reload", "post"): {"401", "403", "404", "503"},
     ("/health/ready", "get"): {"503"},
     ("/metrics", "get"): {"503"},
 }
