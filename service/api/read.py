@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import secrets
 import time
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from imaging.decoding import DecodeLimits
 from imaging.lines import prepare_line
 from service import errors
 from service.deps import StateDep
+from service.logs import current_request_id
 from service.reading import LineReading, LineRequest
 from service.registry import ModelSet
 from service.schemas import (
@@ -46,9 +46,9 @@ def _b64(png: bytes | None) -> str | None:
     return base64.b64encode(png).decode("ascii") if png is not None else None
 
 
-def _to_response(reading: LineReading, line_png: bytes | None, timings: Timings) -> ReadResponse:
+def _to_response(request_id: str, reading: LineReading, line_png: bytes | None, timings: Timings) -> ReadResponse:
     return ReadResponse(
-        request_id=secrets.token_hex(16),
+        request_id=request_id,
         text=reading.text,
         confidence=reading.confidence,
         digits=[
@@ -82,6 +82,8 @@ def _to_response(reading: LineReading, line_png: bytes | None, timings: Timings)
         errors.QueueFullError,
         errors.InferenceFailedError,
         errors.PreprocessingFailedError,
+        errors.PreprocessTimeoutError,
+        errors.MemoryBudgetError,
         errors.ServiceUnavailableError,
     ),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
@@ -93,14 +95,15 @@ async def read(request: Request, state: StateDep, debug: LineDebugQuery = False)
     reader = select_reader(snapshot)
     state.preprocess_pool.check_intake()
     state.line_batcher.check_intake()
-    with state.upstream.track():
-        data = await read_upload(request, state.settings.max_upload_bytes)
+    with state.upstream.track(), state.byte_budget.reserve() as reservation:
+        data = await read_upload(request, state.settings.max_upload_bytes, reservation)
         received = time.perf_counter()
         limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
         try:
             prepared = await state.preprocess_pool.run(prepare_line, data, limits, with_png=debug)
         except imaging_errors.NoDigitFoundError:
             raise errors.NoDigitFoundError(_NO_LINE_DETAIL) from None
+        del data  # freed now, not after inference: the reservation stops counting it here
         normalised = time.perf_counter()
     reading = await state.line_batcher.submit(
         LineRequest(line=prepared.line, models=snapshot, reader=reader, with_digit_pngs=debug)
@@ -112,4 +115,4 @@ async def read(request: Request, state: StateDep, debug: LineDebugQuery = False)
         inference_ms=(done - normalised) * 1e3,
         total_ms=(done - started) * 1e3,
     )
-    return _to_response(reading, prepared.png, timings)
+    return _to_response(current_request_id(), reading, prepared.png, timings)
