@@ -153,6 +153,11 @@ class VerifiedModel:
     model_bytes: bytes
 
 
+def signature_of(card: ModelCard) -> Signature:
+    """The kind and tensors a card (or a manifest) states."""
+    return Signature(card.kind, card.input, card.output)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -319,7 +324,7 @@ class ModelStore:
                 target = self.version_dir(name, version)
                 os.rename(staging, target)
                 _fsync_path(folder)
-                self._write_triton_config(name, Signature(card.kind, card.input, card.output))
+                self._write_triton_config(name, signature_of(card))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
