@@ -168,7 +168,9 @@ class ReadResponse(BaseModel):
 
     request_id: str
     text: str = Field(pattern=r"^[0-9]*$", description="the digits read, left to right")
-    confidence: float = Field(ge=0, le=1, description="calibrated probability that the whole string is right")
+    confidence: float = Field(
+        ge=0, le=1, description="confidence that the whole string is right (best CTC path, temperature-scaled)"
+    )
     digits: list[ReadDigitResult] = Field(description="one per character of text, in the same order")
     model: ReaderInfo
     batch_size: int = Field(gt=0, description="lines read by the same batch")
