@@ -123,6 +123,9 @@ class ReaderConfig:
     seed: int = 0
     # Class-balanced cap on the training digits (None: all 55,000).
     limit: int | None = None
+    # "name:version" of a published reader whose weights start this run (None: random initialisation), so a run
+    # can continue where a shorter one stopped.
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from torch import nn
 
 from contract import LINE_READER, Manifest, ModelStore
 from contract.ctc import DecodedLine, encode_targets, greedy_decode
+from contract.torchscript import load_torchscript
 from imaging.lines import FRAME_PIXELS, normalise_ink
 from training.config import ReaderConfig
 from training.data import Subset, data_checksums, load_mnist, stratified_split
@@ -38,7 +39,7 @@ READER_NAME = "reader"
 # The validation lines: enough for exact-match differences of about a point to show, cheap to read.
 _EVAL_BATCH_LINES = 256
 # Temperatures tried when calibrating the whole-string confidence.
-_TEMPERATURES = np.round(np.arange(0.5, 3.01, 0.05), 2)
+_TEMPERATURES = np.round(np.arange(0.1, 3.01, 0.05), 2)
 # Lines are generated this many batches at a time, sorted by width and cut into batches, so little is padding.
 _BUCKET_BATCHES = 4
 
@@ -196,13 +197,19 @@ def evaluate_lines(net: nn.Module, lines: Sequence[Line], temperature: float) ->
 
 
 def train_reader(
-    train: LineSource, validation: Sequence[Line], config: ReaderConfig
+    train: LineSource,
+    validation: Sequence[Line],
+    config: ReaderConfig,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]], float]:
-    """Train for ``config.steps`` batches; keep the weights with the best validation exact match."""
+    """Train for ``config.steps`` batches (from ``initial_state`` when given); keep the weights with the best
+    validation exact match."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = LineReader()
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
     history: list[dict[str, float]] = []
@@ -253,7 +260,12 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     variation = LineVariation()
     train = LineSource(train_digits, variation, config.spacing_weights)
     validation = LineSource(pool.take(held), variation, config.spacing_weights).lines(config.validation_lines, 1)
-    net, history, seconds = train_reader(train, validation, config)
+    initial_state = None
+    if config.init_from is not None:
+        if store is None:
+            raise ValueError("starting from a published reader needs the store it is in")
+        initial_state = published_state(store, config.init_from)
+    net, history, seconds = train_reader(train, validation, config, initial_state)
     temperature = fit_string_temperature(read_logits(net, [line.pixels for line in validation]),
                                          [line.text for line in validation])  # fmt: skip
     test_source = LineSource(Subset(*load_mnist(data_dir, "test")), variation, config.spacing_weights)
@@ -275,6 +287,15 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
         summary.update(version=manifest.version, size_bytes=manifest.size_bytes)
     summary["wall_seconds"] = time.perf_counter() - run_start
     return summary
+
+
+def published_state(store: ModelStore, reference: str) -> dict[str, torch.Tensor]:
+    """The weights of a published reader (``"name:version"``), read through the store's checksum."""
+    name, _, version = reference.partition(":")
+    if not version.isdigit():
+        raise ValueError(f"{reference!r} is not name:version")
+    scripted = load_torchscript(store.read_verified(name, int(version)).model_bytes)
+    return {key: value.clone() for key, value in scripted.state_dict().items()}
 
 
 def publish_reader(

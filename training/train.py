@@ -370,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reader-steps", type=int, help=f"line reader training batches (default {ReaderConfig().steps})"
     )
+    parser.add_argument("--reader-lr", type=float, help=f"line reader peak learning rate (default {ReaderConfig().lr})")
+    parser.add_argument(
+        "--reader-init-from", metavar="NAME:VERSION", help="start the line reader from a published reader's weights"
+    )
     parser.add_argument("--dry-run", "--quick", action="store_true", help="quick mode: 2,000 images, one epoch")
     parser.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     parser.add_argument("--metrics-out", type=Path, help="also write the summary as JSON here")
@@ -426,7 +430,12 @@ def reader_config_from_args(args: argparse.Namespace) -> ReaderConfig:
     config = ReaderConfig(seed=args.seed)
     if args.dry_run:
         config = quick_reader_recipe(config)
-    overrides = {"steps": args.reader_steps, "limit": args.limit}
+    overrides = {
+        "steps": args.reader_steps,
+        "limit": args.limit,
+        "lr": args.reader_lr,
+        "init_from": args.reader_init_from,
+    }
     return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
