@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from contract import LINE_READER, ModelStore
 from contract.ctc import CTC_CLASSES
+from training.export import publish_model
 from training.models import LineReader
 from training.reading import (
     batch_strips,
@@ -14,6 +18,7 @@ from training.reading import (
     edit_distance,
     expected_calibration_error,
     fit_string_temperature,
+    published_state,
     reading_metrics,
 )
 
@@ -67,3 +72,23 @@ def test_an_overconfident_reader_gets_a_temperature_above_one() -> None:
     logits[2, 0], logits[2, 2] = -8.0, 8.0
     temperature = fit_string_temperature([logits] * 10, ["1"] * 5 + ["7"] * 5)
     assert temperature > 1.0
+
+
+def test_a_run_can_start_from_a_published_readers_weights(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    net = LineReader().eval()
+    strips = torch.rand(2, 1, 32, 64)
+    publish_model(
+        store, "reader", net, strips,
+        temperature=1.0, ensemble_weight=0.0, metrics={}, training_config={}, data_checksums={}, commit=None,
+        extra_files={}, signature=LINE_READER,
+    )  # fmt: skip
+
+    restored = LineReader().eval()
+    restored.load_state_dict(published_state(store, "reader:1"))
+
+    with torch.inference_mode():
+        assert torch.equal(restored(strips), net(strips))
+    assert store.read_manifest("reader", 1).kind == "line_reader"
+    with pytest.raises(ValueError, match="name:version"):
+        published_state(store, "reader")
