@@ -318,5 +318,5 @@ def publish_reader(
 
 
 def quick_reader_recipe(config: ReaderConfig) -> ReaderConfig:
-    """The smoke-test mode: 30 steps on a small subset; it reads nothing yet but runs every stage in seconds."""
-    return dataclasses.replace(config, steps=30, eval_every=30, limit=1000, validation_lines=100)
+    """The smoke-test mode: 20 steps on a small subset; it reads nothing yet but runs every stage in seconds."""
+    return dataclasses.replace(config, steps=20, eval_every=20, limit=1000, validation_lines=60)

@@ -36,7 +36,7 @@ def test_dry_run_trains_and_publishes_all_models(tmp_path: Path) -> None:
     assert set(summary["models"]) == {"mlp", "lenet5", "cnn"}
     assert all(row["version"] == 1 for row in summary["models"].values())
     assert summary["reader"]["version"] == 1
-    assert summary["reader"]["config"]["steps"] == 30
+    assert summary["reader"]["config"]["steps"] == 20
     assert "images/s" in completed.stderr
 
 
