@@ -70,7 +70,7 @@ def test_read_returns_200_with_the_number_its_digits_and_boxes(
     assert response.status_code == 200
     body = response.json()
     assert body["text"] == text
-    assert body["model"] == {"name": "reader", "version": 1}
+    assert body["model"] == {"name": "reader", "version": 2}
     assert 0.5 < body["confidence"] <= 1.0
     assert [digit["label"] for digit in body["digits"]] == [int(char) for char in text]
     for digit in body["digits"]:
