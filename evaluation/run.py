@@ -83,14 +83,17 @@ def _display_order(names: Sequence[str]) -> list[str]:
 
 
 def load_members(store: ModelStore, pins: Mapping[str, int], device: torch.device) -> list[LoadedModel]:
-    """Every model in the store at its pinned (else latest) version, verified and warmed up as the service does."""
+    """Every digit classifier in the store at its pinned (else latest) version, verified and warmed up as the
+    service does; line readers (told apart by their manifest) are measured by :mod:`evaluation.reading`."""
     names = _display_order(sorted({*store.model_names(), *pins}))
-    if not names:
-        raise StoreError(f"no models in the store at {store.root}")
-    return [
+    members = [
         load_model(store, name, pins.get(name) or store.resolve(name), device, warmup_batch_sizes=(1, THROUGHPUT_BATCH))
         for name in names
     ]
+    classifiers = [member for member in members if member.manifest.kind == "digit_classifier"]
+    if not classifiers:
+        raise StoreError(f"no digit classifiers in the store at {store.root}")
+    return classifiers
 
 
 def count_macs(model_bytes: bytes) -> int:

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from contract import IMAGE_SIZE, NUM_CLASSES, Manifest, ModelStore, StoreError
+from contract import IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelStore, StoreError
 from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ _PROBE_SEED = 0
 # The optimised graph must reproduce the stored model's logits; fusing batch norm into convolutions changes
 # rounding only, far below this.
 _OPTIMIZED_ATOL = 1e-3
+# The line reader's probe: a strip of 16 frames (64 columns), about three digits.
+_PROBE_LINE_WIDTH = 64
+_LINE_FRAME_PIXELS = 4
 
 
 class ModelLoadError(Exception):
@@ -65,7 +68,16 @@ class ModelSet:
         return self.models[name]
 
     def names(self) -> list[str]:
+        """Every served model, whatever its kind."""
         return list(self.models)
+
+    def classifiers(self) -> list[str]:
+        """The digit classifiers (``/predict``'s models), told apart by their manifest's kind."""
+        return [name for name, model in self.models.items() if model.manifest.kind == "digit_classifier"]
+
+    def readers(self) -> list[str]:
+        """The line readers (``/read``'s models)."""
+        return [name for name, model in self.models.items() if model.manifest.kind == "line_reader"]
 
 
 @dataclass(frozen=True)
@@ -94,16 +106,27 @@ class ModelChange:
     new_version: int | None
 
 
-def _probe_batch(batch_size: int, device: torch.device) -> torch.Tensor:
+def _probe_batch(batch_size: int, device: torch.device, manifest: Manifest) -> torch.Tensor:
     generator = torch.Generator().manual_seed(_PROBE_SEED)
-    return torch.rand((batch_size, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator).to(device)
+    if manifest.kind == "line_reader":
+        shape = (batch_size, 1, LINE_HEIGHT, _PROBE_LINE_WIDTH)
+    else:
+        shape = (batch_size, 1, IMAGE_SIZE, IMAGE_SIZE)
+    return torch.rand(shape, generator=generator).to(device)
+
+
+def _expected_output(batch: torch.Tensor) -> tuple[int, ...]:
+    if batch.shape[2] == IMAGE_SIZE and batch.shape[3] == IMAGE_SIZE:
+        return (batch.shape[0], NUM_CLASSES)
+    return (batch.shape[0], batch.shape[3] // _LINE_FRAME_PIXELS, NUM_CLASSES + 1)
 
 
 def _checked_logits(module: ScriptModule, batch: torch.Tensor) -> torch.Tensor:
     logits = module(batch)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch.shape[0], NUM_CLASSES):
+    expected = _expected_output(batch)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ModelLoadError(f"output is {shape}, expected (N, {NUM_CLASSES}) logits")
+        raise ModelLoadError(f"output is {shape}, expected {expected} logits")
     if not torch.isfinite(logits).all():
         raise ModelLoadError("output contains NaN or infinite values")
     return logits
@@ -148,9 +171,10 @@ def load_model(
             logger.warning("%s: torch.jit.load failed", label, exc_info=True)
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None
         try:
-            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device))
+            manifest = verified.manifest
+            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest))
             for batch_size in warmup_batch_sizes:
-                _checked_logits(module, _probe_batch(batch_size, device))
+                _checked_logits(module, _probe_batch(batch_size, device, manifest))
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from None
         except Exception:

@@ -34,6 +34,7 @@ def _model_info(status: ModelStatus, served: LoadedModel) -> ModelInfo:
         size_bytes=manifest.size_bytes,
         parameters=manifest.parameters,
         torch_version=manifest.torch_version,
+        kind=manifest.kind,
         input=manifest.input,
         output=manifest.output,
         labels=manifest.labels,

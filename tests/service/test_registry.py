@@ -137,7 +137,7 @@ def test_half_written_publish_leftovers_are_ignored(store: ModelStore) -> None:
 @pytest.mark.parametrize(
     ("module", "problem"),
     [
-        (WrongOutput(), "mlp v2: warm-up failed: output is (1, 5), expected (N, 10) logits"),
+        (WrongOutput(), "mlp v2: warm-up failed: output is (1, 5), expected (1, 10) logits"),
         (FixedLogits([float("nan")] * 10), "mlp v2: warm-up failed: output contains NaN or infinite values"),
     ],
     ids=["wrong-shape", "nan"],
