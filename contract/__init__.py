@@ -3,16 +3,20 @@ model honours, the calibration and ensemble rule (``ensemble``), the TorchScript
 selection (``device``). It imports nothing else of this project."""
 
 from contract.store import (
+    CHECK_CLASSES,
+    CHECK_OUTPUT_SPEC,
     CONFIG_FILE,
     IMAGE_SIZE,
     LABELS,
     MANIFEST_FILE,
     MODEL_FILE,
     NUM_CLASSES,
+    OUTPUT_SPEC,
     IntegrityError,
     Manifest,
     ManifestError,
     ModelCard,
+    ModelKind,
     ModelNotFoundError,
     ModelStore,
     StoreError,
@@ -22,16 +26,20 @@ from contract.store import (
 )
 
 __all__ = [
+    "CHECK_CLASSES",
+    "CHECK_OUTPUT_SPEC",
     "CONFIG_FILE",
     "IMAGE_SIZE",
     "LABELS",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "NUM_CLASSES",
+    "OUTPUT_SPEC",
     "IntegrityError",
     "Manifest",
     "ManifestError",
     "ModelCard",
+    "ModelKind",
     "ModelNotFoundError",
     "ModelStore",
     "StoreError",

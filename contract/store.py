@@ -77,6 +77,14 @@ INPUT_SPEC = TensorSpec(
     description="grey image in [0, 1], white digit on black (MNIST polarity), 20x20 box centred by mass",
 )
 OUTPUT_SPEC = TensorSpec(name="output__0", dims=[NUM_CLASSES], description="logits for digits 0-9")
+# What a model does, read from its manifest (never from its name): digit classifiers answer "which digit", the
+# digit check answers "is this one handwritten digit at all" for the same 28x28 input.
+ModelKind = Literal["digit_classifier", "digit_check"]
+# The digit check's classes, in the order of its logits.
+CHECK_CLASSES = ("one digit", "several digits", "not a digit")
+CHECK_OUTPUT_SPEC = TensorSpec(
+    name="output__0", dims=[len(CHECK_CLASSES)], description="logits for: one digit, several digits, not a digit"
+)
 
 
 class ModelCard(BaseModel):
@@ -86,6 +94,8 @@ class ModelCard(BaseModel):
 
     torch_version: str
     parameters: int = Field(ge=0)
+    # Manifests written before the digit check existed describe digit classifiers.
+    kind: ModelKind = "digit_classifier"
     input: TensorSpec = INPUT_SPEC
     output: TensorSpec = OUTPUT_SPEC
     labels: list[int] = Field(default_factory=lambda: list(LABELS))
@@ -93,6 +103,9 @@ class ModelCard(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
     # Weight of this model's calibrated log-probabilities in the ensemble (see contract.ensemble).
     ensemble_weight: float = Field(default=1.0, ge=0)
+    # Digit check only: an image passes as one digit when its calibrated probability of "one digit" reaches this
+    # (chosen on the validation split, see training.check).
+    pass_threshold: float | None = Field(default=None, gt=0, lt=1)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     data_checksums: dict[str, str] = Field(default_factory=dict)
@@ -121,16 +134,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def triton_config(name: str) -> str:
-    """The Triton ``config.pbtxt`` for a model of this store's signature."""
+def triton_config(name: str, output: TensorSpec = OUTPUT_SPEC) -> str:
+    """The Triton ``config.pbtxt`` for a model of this store's input signature and ``output``."""
     in_dims = ", ".join(str(d) for d in INPUT_SPEC.dims)
-    out_dims = ", ".join(str(d) for d in OUTPUT_SPEC.dims)
+    out_dims = ", ".join(str(d) for d in output.dims)
     return (
         f'name: "{name}"\n'
         'platform: "pytorch_libtorch"\n'
         f"max_batch_size: {_TRITON_MAX_BATCH_SIZE}\n"
         f'input [{{ name: "{INPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
-        f'output [{{ name: "{OUTPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
+        f'output [{{ name: "{output.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
     )
 
 
@@ -169,11 +182,22 @@ class ModelStore:
 
     # -- reading ----------------------------------------------------------------------------------------------
 
-    def model_names(self) -> list[str]:
-        """Models with at least one version folder, sorted."""
+    def model_names(self, kind: ModelKind | None = None) -> list[str]:
+        """Models with at least one version folder, sorted; with ``kind``, only those whose newest readable
+        manifest is of that kind (a model with none is listed, so whoever loads it can report why)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if _NAME_RE.fullmatch(p.name) and self.versions(p.name))
+        names = sorted(p.name for p in self.root.iterdir() if _NAME_RE.fullmatch(p.name) and self.versions(p.name))
+        return names if kind is None else [name for name in names if self.kind_of(name) in (kind, None)]
+
+    def kind_of(self, name: str) -> ModelKind | None:
+        """The kind stated by the newest version with a readable manifest, or None when there is none."""
+        for version in reversed(self.versions(name)):
+            try:
+                return self.read_manifest(name, version).kind
+            except (StoreError, OSError):
+                continue
+        return None
 
     def versions(self, name: str) -> list[int]:
         """All version folders, ascending, complete or not (a reader must still verify each)."""
@@ -265,18 +289,18 @@ class ModelStore:
                 target = self.version_dir(name, version)
                 os.rename(staging, target)
                 _fsync_path(folder)
-                self._write_triton_config(name)
+                self._write_triton_config(name, card.output)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.read_verified(name, version)
         return manifest
 
-    def _write_triton_config(self, name: str) -> None:
+    def _write_triton_config(self, name: str, output: TensorSpec) -> None:
         folder = self.model_dir(name)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(triton_config(name).encode())
+            handle.write(triton_config(name, output).encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, folder / CONFIG_FILE)

@@ -85,7 +85,7 @@ def _display_order(names: Sequence[str]) -> list[str]:
 
 def load_members(store: ModelStore, pins: Mapping[str, int], device: torch.device) -> list[LoadedModel]:
     """Every model in the store at its pinned (else latest) version, verified and warmed up as the service does."""
-    names = _display_order(sorted({*store.model_names(), *pins}))
+    names = _display_order(sorted({*store.model_names("digit_classifier"), *pins}))
     if not names:
         raise StoreError(f"no models in the store at {store.root}")
     return [

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from contract import IMAGE_SIZE, NUM_CLASSES, Manifest, ModelStore, StoreError
+from contract import CHECK_CLASSES, IMAGE_SIZE, NUM_CLASSES, Manifest, ModelKind, ModelStore, StoreError
 from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ _PROBE_SEED = 0
 # The optimised graph must reproduce the stored model's logits; fusing batch norm into convolutions changes
 # rounding only, far below this.
 _OPTIMIZED_ATOL = 1e-3
+# The width of each kind's logits.
+_OUTPUT_WIDTH: dict[ModelKind, int] = {"digit_classifier": NUM_CLASSES, "digit_check": len(CHECK_CLASSES)}
 
 
 class ModelLoadError(Exception):
@@ -54,9 +56,14 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelSet:
-    """An immutable snapshot of the served models, in configuration order; a request uses exactly one."""
+    """An immutable snapshot of the served models, in configuration order; a request uses exactly one.
+
+    ``models`` are the digit classifiers (what requests select and the ensemble combines); ``check`` is the digit
+    check that says whether an image is one digit at all, when the store holds one.
+    """
 
     models: Mapping[str, LoadedModel] = field(default_factory=dict)
+    check: LoadedModel | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.models
@@ -99,17 +106,17 @@ def _probe_batch(batch_size: int, device: torch.device) -> torch.Tensor:
     return torch.rand((batch_size, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator).to(device)
 
 
-def _checked_logits(module: ScriptModule, batch: torch.Tensor) -> torch.Tensor:
+def _checked_logits(module: ScriptModule, batch: torch.Tensor, width: int = NUM_CLASSES) -> torch.Tensor:
     logits = module(batch)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch.shape[0], NUM_CLASSES):
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch.shape[0], width):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ModelLoadError(f"output is {shape}, expected (N, {NUM_CLASSES}) logits")
+        raise ModelLoadError(f"output is {shape}, expected (N, {width}) logits")
     if not torch.isfinite(logits).all():
         raise ModelLoadError("output contains NaN or infinite values")
     return logits
 
 
-def _optimized(module: ScriptModule, name: str, probe: torch.Tensor) -> ScriptModule:
+def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, width: int) -> ScriptModule:
     """The frozen, inference-optimised graph if it reproduces ``module`` on ``probe``, else ``module`` itself.
 
     Freezing folds batch norm into the convolutions and drops dropout: about 30 % less CPU per image for the
@@ -117,7 +124,7 @@ def _optimized(module: ScriptModule, name: str, probe: torch.Tensor) -> ScriptMo
     """
     try:
         optimized = optimize_for_inference(module)
-        if torch.allclose(_checked_logits(optimized, probe), module(probe), atol=_OPTIMIZED_ATOL):
+        if torch.allclose(_checked_logits(optimized, probe, width), module(probe), atol=_OPTIMIZED_ATOL):
             return optimized
         logger.warning("%s: the optimised graph changes the outputs; serving the graph as stored", name)
     except Exception:
@@ -141,6 +148,7 @@ def load_model(
     """
     verified = store.read_verified(name, version)
     label = f"{name} v{version}"
+    width = _OUTPUT_WIDTH[verified.manifest.kind]
     with torch.inference_mode():
         try:
             module = load_torchscript(verified.model_bytes, device)
@@ -148,9 +156,9 @@ def load_model(
             logger.warning("%s: torch.jit.load failed", label, exc_info=True)
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None
         try:
-            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device))
+            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device), width)
             for batch_size in warmup_batch_sizes:
-                _checked_logits(module, _probe_batch(batch_size, device))
+                _checked_logits(module, _probe_batch(batch_size, device), width)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from None
         except Exception:
@@ -162,9 +170,10 @@ def load_model(
 class ModelRegistry:
     """The configured models and the versions being served; :meth:`refresh` (re)loads from the store.
 
-    ``names`` empty means every model in the store. ``pinned`` maps a name to the only version to serve;
-    other models follow the store's latest version. Served models are never dropped by a refresh: a model
-    whose new version fails keeps serving the version it had.
+    ``names`` empty means every digit classifier in the store. ``pinned`` maps a name to the only version to
+    serve; other models follow the store's latest version. Every digit check in the store is configured too
+    unless ``digit_check`` is off; the first one served answers whether an image is one digit. Served models
+    are never dropped by a refresh: a model whose new version fails keeps serving the version it had.
     """
 
     def __init__(
@@ -175,12 +184,14 @@ class ModelRegistry:
         names: Sequence[str] = (),
         pinned: Mapping[str, int] | None = None,
         warmup_batch_sizes: Sequence[int] = (1,),
+        digit_check: bool = True,
     ) -> None:
         self.store = store
         self.device = device
         self._names = list(dict.fromkeys(names))
         self._pinned = dict(pinned or {})
         self._warmup_batch_sizes = tuple(warmup_batch_sizes)
+        self._digit_check = digit_check
         self._models = ModelSet()
         self._statuses: dict[str, ModelStatus] = {}
         self._refresh_lock = threading.Lock()
@@ -197,10 +208,18 @@ class ModelRegistry:
         return dict(self._statuses)
 
     def configured_names(self) -> list[str]:
-        """The configured list, or every model in the store plus pinned and already served ones."""
+        """The configured list, or every digit classifier in the store plus pinned and already served ones; then
+        the digit checks (in the store or served) unless they are turned off."""
+        current = self._models
         if self._names:
-            return list(self._names)
-        return sorted({*self.store.model_names(), *self._pinned, *self._models.names()})
+            names = list(self._names)
+        else:
+            classifiers = self.store.model_names("digit_classifier")
+            names = sorted({*classifiers, *self._pinned, *current.names()})
+        if self._digit_check:
+            checks = sorted({*self.store.model_names("digit_check"), *([current.check.name] if current.check else [])})
+            names += [name for name in checks if name not in names]
+        return names
 
     def refresh(self) -> list[ModelChange]:
         """Resolve, verify and warm every configured model, then swap the served set at once (blocking).
@@ -211,15 +230,18 @@ class ModelRegistry:
         with self._refresh_lock:
             current = self._models
             statuses = {
-                name: self._resolve(name, self._pinned.get(name, "latest"), current.models.get(name))
+                name: self._resolve(name, self._pinned.get(name, "latest"), _served(current, name))
                 for name in self.configured_names()
             }
-            served = {name: status.served for name, status in statuses.items() if status.served is not None}
-            self._models = ModelSet(served)
+            served = [status.served for status in statuses.values() if status.served is not None]
+            self._models = ModelSet(
+                {model.name: model for model in served if model.manifest.kind == "digit_classifier"},
+                next((model for model in served if model.manifest.kind == "digit_check"), None),
+            )
             previous, self._statuses = self._statuses, statuses
         changes = []
         for name, status in statuses.items():
-            old = current.models.get(name)
+            old = _served(current, name)
             if old is not status.served:
                 new_version = status.served.version if status.served is not None else None
                 changes.append(ModelChange(name, old.version if old is not None else None, new_version))
@@ -262,6 +284,12 @@ class ModelRegistry:
                 continue
             return ModelStatus(name, requested, loaded, tuple(problems))
         return ModelStatus(name, requested, current, tuple(problems))
+
+
+def _served(models: ModelSet, name: str) -> LoadedModel | None:
+    if models.check is not None and models.check.name == name:
+        return models.check
+    return models.models.get(name)
 
 
 def _log_status(status: ModelStatus) -> None:

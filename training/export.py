@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contract import Manifest, ModelCard, ModelStore
+from contract import OUTPUT_SPEC, Manifest, ModelCard, ModelKind, ModelStore, TensorSpec
 from contract.torchscript import load_torchscript, to_torchscript
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def publish_model(
     data_checksums: Mapping[str, str],
     commit: str | None,
     extra_files: Mapping[str, bytes],
+    kind: ModelKind = "digit_classifier",
+    output: TensorSpec = OUTPUT_SPEC,
+    pass_threshold: float | None = None,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
     scripted = to_torchscript(net)
@@ -82,7 +85,10 @@ def publish_model(
     card = ModelCard(
         torch_version=torch.__version__,
         parameters=sum(p.numel() for p in net.parameters()),
+        kind=kind,
+        output=output,
         temperature=temperature,
+        pass_threshold=pass_threshold,
         ensemble_weight=ensemble_weight,
         metrics={**metrics, "export_max_abs_diff": difference},
         training_config=dict(training_config),

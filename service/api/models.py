@@ -33,11 +33,13 @@ def _model_info(status: ModelStatus, served: LoadedModel) -> ModelInfo:
         size_bytes=manifest.size_bytes,
         parameters=manifest.parameters,
         torch_version=manifest.torch_version,
+        kind=manifest.kind,
         input=manifest.input,
         output=manifest.output,
         labels=manifest.labels,
         temperature=manifest.temperature,
         ensemble_weight=manifest.ensemble_weight,
+        pass_threshold=manifest.pass_threshold,
         metrics=manifest.metrics,
         training_config=manifest.training_config,
     )
