@@ -29,7 +29,7 @@ from contract.device import select_device
 from evaluation.report import save_png
 from evaluation.run import DEFAULT_USPS, combine, frame_usps, load_members, load_usps, predict_log_probs
 from service.registry import load_model
-from training.check import ONE_DIGIT, STORE_NAME, pass_probabilities
+from training.check import ONE_DIGIT, STORE_NAME, choose_threshold, pass_probabilities
 from training.data import default_data_dir, load_mnist
 from training.negatives import (
     HELD_OUT_FONTS,
@@ -134,11 +134,6 @@ def measure(
     return rows
 
 
-def _ensemble_threshold(scores: torch.Tensor, pass_rate: float) -> float:
-    ordered = scores.double().sort().values
-    return float(ordered[int(np.floor((1.0 - pass_rate) * len(ordered)))])
-
-
 def evaluate_check(
     store: ModelStore, version: int | None, data_dir: Path, usps_path: Path, per_style: int
 ) -> dict[str, Any]:
@@ -157,7 +152,7 @@ def evaluate_check(
             ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
     # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.
     check_pass = _rate(check_scores["MNIST test"], categories[0].refused, "one digit", threshold)
-    ensemble_threshold = _ensemble_threshold(ensemble_scores["MNIST test"], check_pass)
+    ensemble_threshold = choose_threshold(ensemble_scores["MNIST test"], check_pass)
     return {
         "check": {"name": check.name, "version": check.version, "threshold": threshold},
         "ensemble": {name: m.manifest.version for name, m in ((m.name, m) for m in members)},
