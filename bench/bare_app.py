@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from imaging.decoding import DecodeLimits, decode_image
 from service.config import get_settings
 from service.gc_tuning import server_gc
+from service.inflight import ByteBudget
 from service.uploads import read_upload
 
 
@@ -27,6 +28,7 @@ def _decode(data: bytes, limits: DecodeLimits) -> tuple[int, int]:
 def create_app() -> FastAPI:
     settings = get_settings()
     limits = DecodeLimits(max_image_pixels=settings.max_image_pixels)
+    budget = ByteBudget(settings.max_inflight_bytes)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -37,7 +39,9 @@ def create_app() -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, int]:
-        width, height = await run_in_threadpool(_decode, await read_upload(request, settings.max_upload_bytes), limits)
+        with budget.reserve() as reservation:
+            data = await read_upload(request, settings.max_upload_bytes, reservation)
+            width, height = await run_in_threadpool(_decode, data, limits)
         return {"width": width, "height": height}
 
     @app.get("/health/ready")

@@ -75,7 +75,7 @@ def bench_images() -> dict[str, bytes]:
     return {"28x28 digit": _png(Image.fromarray(digit)), "280x280 canvas": _png(canvas)}
 
 
-def _multipart(data: bytes) -> bytes:
+def multipart(data: bytes) -> bytes:
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
@@ -159,7 +159,7 @@ def main() -> None:
         bodies: dict[str, Path] = {}
         for name, data in images.items():
             bodies[name] = Path(tmp) / f"{len(bodies)}.body"
-            bodies[name].write_bytes(_multipart(data))
+            bodies[name].write_bytes(multipart(data))
         urls: dict[str, str] = {}
         for config, (module, env) in CONFIGS.items():
             server = start_server(env, Path(tmp) / f"{module}.{len(urls)}.log", module=module)

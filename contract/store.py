@@ -38,6 +38,11 @@ _LOCK_FILE = ".publish.lock"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Triton's default for the batch dimension; the service's own batch size is a separate setting.
 _TRITON_MAX_BATCH_SIZE = 256
+# Triton's dynamic batcher set up as the service batches by default (DIGITS_MAX_BATCH_SIZE, DIGITS_MAX_BATCH_WAIT_MS,
+# DIGITS_QUEUE_MAX_SIZE); tests/contract/test_triton_config.py checks that they agree.
+_TRITON_PREFERRED_BATCH_SIZE = 16
+_TRITON_MAX_QUEUE_DELAY_US = 2000
+_TRITON_MAX_QUEUE_SIZE = 128
 
 
 class StoreError(Exception):
@@ -135,15 +140,31 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def triton_config(name: str, output: TensorSpec = OUTPUT_SPEC) -> str:
-    """The Triton ``config.pbtxt`` for a model of this store's input signature and ``output``."""
+    """The Triton ``config.pbtxt`` for a model of this store's input signature and ``output``.
+
+    Like the service: the latest version only, batches preferred at the service's size after at most its wait,
+    a bounded queue (beyond it Triton refuses at once), and warm-up at batch 1 and that size before serving.
+    """
     in_dims = ", ".join(str(d) for d in INPUT_SPEC.dims)
     out_dims = ", ".join(str(d) for d in output.dims)
+    warmups = "".join(
+        f'  {{ name: "batch_{size}" batch_size: {size} inputs {{ key: "{INPUT_SPEC.name}" '
+        f"value {{ data_type: TYPE_FP32 dims: [ {in_dims} ] random_data: true }} }} }}{sep}\n"
+        for size, sep in ((1, ","), (_TRITON_PREFERRED_BATCH_SIZE, ""))
+    )
     return (
         f'name: "{name}"\n'
         'platform: "pytorch_libtorch"\n'
         f"max_batch_size: {_TRITON_MAX_BATCH_SIZE}\n"
+        "version_policy { latest { num_versions: 1 } }\n"
         f'input [{{ name: "{INPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
         f'output [{{ name: "{output.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
+        "dynamic_batching {\n"
+        f"  preferred_batch_size: [ {_TRITON_PREFERRED_BATCH_SIZE} ]\n"
+        f"  max_queue_delay_microseconds: {_TRITON_MAX_QUEUE_DELAY_US}\n"
+        f"  default_queue_policy {{ max_queue_size: {_TRITON_MAX_QUEUE_SIZE} }}\n"
+        "}\n"
+        f"model_warmup [\n{warmups}]\n"
     )
 
 

@@ -1,12 +1,14 @@
 """The digit check on held-out images: does it pass real single digits and flag everything else?
 
-Every image here is unseen in training and calibration: MNIST's official test digits (as they are, and re-rendered
-as scans, canvas drawings and phone photos through the service's preprocessing), USPS digits from other writers,
-numbers composed from MNIST test digits, letters and symbols in font families the check never saw, and scribbles
-from other random draws. For each category it reports the share that passes (digits) or is flagged (the rest) at
-the published threshold, the bars, and the trade-off over thresholds; beside it, the same operating point for the
-served ensemble's confidence, the score a client had before. ``python -m evaluation.digit_check`` writes
-``reports/digit_check.json`` and ``reports/digit_check.png``.
+Every image here is unseen in training and calibration: MNIST's official test digits as they are and every
+category of the realistic upload suite (:mod:`evaluation.uploads`: MNIST test and USPS digits rendered as scans,
+photos, canvas drawings ... and sent through the service's preprocessing), numbers composed from MNIST test
+digits, letters and symbols in font families the check never saw, and scribbles from other random draws; the
+negatives are sent as uploads too (scans, phone photos, canvas drawings, :mod:`evaluation.renderings`). For each
+category it reports the share that passes (digits) or is flagged (the rest) at the published threshold, the bars,
+and the trade-off over thresholds; beside it, the same operating point for the served ensemble's confidence, the
+score a client had before. ``python -m evaluation.digit_check`` writes ``reports/digit_check.json`` and
+``reports/digit_check.png``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 
 from contract import ModelStore
 from contract.device import select_device
+from evaluation import renderings
 from evaluation.report import save_png
-from evaluation.run import DEFAULT_USPS, combine, frame_usps, load_members, load_usps, predict_log_probs
+from evaluation.run import DEFAULT_USPS, combine, load_members, predict_log_probs
+from evaluation.uploads import IMAGES_PER_CATEGORY, build_suite, prepare_uploads
 from service.registry import load_model
 from training.check import ONE_DIGIT, STORE_NAME, choose_threshold, pass_probabilities
 from training.data import default_data_dir, load_mnist
@@ -40,7 +44,6 @@ from training.negatives import (
     render_glyphs,
     render_scribbles,
 )
-from training.upload_styles import STYLES, through_service
 
 logger = logging.getLogger(__name__)
 
@@ -63,40 +66,42 @@ class Category:
     refused: npt.NDArray[np.bool_]
 
 
-def _as_uint8(images: torch.Tensor) -> npt.NDArray[np.uint8]:
-    return (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).squeeze(1).numpy()
+def _canonical(name: str, kind: str, images: npt.NDArray[np.uint8]) -> Category:
+    return Category(name, kind, images, np.zeros(len(images), dtype=np.bool_))
 
 
-def _uploads(
-    name: str, kind: str, images: npt.NDArray[np.uint8] | list[npt.NDArray[np.float32]], style: str, seed: int
-) -> Category:
-    prepared, refused = through_service(images, STYLES[style], seed)
-    return Category(name, kind, prepared, refused)
+def _sent(name: str, kind: str, uploads: Sequence[bytes]) -> Category:
+    inputs, refused = prepare_uploads(uploads)
+    images = (inputs.squeeze(1) * 255.0).round().to(torch.uint8).numpy()
+    return Category(name, kind, images, refused.numpy())
 
 
-def held_out_categories(data_dir: Path, usps_path: Path, per_style: int) -> list[Category]:
-    """The held-out images, each category at most ``per_style`` uploads (MNIST as it is: all 10,000)."""
+def _rendered(inks: Sequence[npt.NDArray[np.float32]], render: renderings.Rendering, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [render(ink, rng) for ink in inks]
+
+
+def held_out_categories(data_dir: Path, usps_path: Path, per_category: int) -> list[Category]:
+    """The held-out images: MNIST test as it is (all 10,000), then at most ``per_category`` per category."""
     mnist, _ = load_mnist(data_dir, "test")
     digits = mnist.numpy()
-    sample = digits[:per_style]
-    usps, _ = load_usps(usps_path)
-    usps_framed = _as_uint8(frame_usps(usps))
+    categories = [_canonical("MNIST test", "one digit", digits)]
+    suite = build_suite(per_category, _HELD_OUT_SEED, data_dir, usps_path)
+    categories += [_sent(category.name, "one digit", category.uploads) for category in suite]
     seed = _HELD_OUT_SEED
-    number_ink = number_inks(digits, per_style, seed)
-    numbers = np.stack([canonicalise(ink) for ink in number_ink])
-    letters = render_glyphs(per_style, HELD_OUT_FONTS, LETTERS, seed)
-    symbols = render_glyphs(per_style, HELD_OUT_FONTS, SYMBOLS, seed)
-    categories = [Category("MNIST test", "one digit", digits, np.zeros(len(digits), dtype=np.bool_))]
-    categories += [_uploads(f"MNIST {style}", "one digit", sample, style, seed) for style in STYLES]
+    number_ink = number_inks(digits, per_category, seed)
+    letters = render_glyphs(per_category, HELD_OUT_FONTS, LETTERS, seed)
+    letter_ink = [image.astype(np.float32) / 255.0 for image in letters]
     categories += [
-        _uploads("USPS scan", "one digit", usps_framed, "scan", seed),
-        Category("numbers", "several digits", numbers, np.zeros(len(numbers), dtype=np.bool_)),
-        _uploads("numbers scan", "several digits", number_ink, "scan", seed),
-        _uploads("numbers photo", "several digits", number_ink, "photo", seed + 1),
-        Category("letters", "not a digit", letters, np.zeros(len(letters), dtype=np.bool_)),
-        _uploads("letters scan", "not a digit", letters, "scan", seed),
-        Category("symbols", "not a digit", symbols, np.zeros(len(symbols), dtype=np.bool_)),
-        Category("scribbles", "not a digit", render_scribbles(per_style, seed), np.zeros(per_style, dtype=np.bool_)),
+        _canonical("numbers", "several digits", np.stack([canonicalise(ink) for ink in number_ink])),
+        _sent("numbers, scan", "several digits", _rendered(number_ink, renderings.scan_tight_some_sides, seed)),
+        _sent("numbers, phone photo", "several digits", _rendered(number_ink, renderings.phone_photo, seed)),
+        _sent("numbers, canvas", "several digits", _rendered(number_ink, renderings.canvas_thick, seed)),
+        _canonical("letters", "not a digit", letters),
+        _sent("letters, scan", "not a digit", _rendered(letter_ink, renderings.scan_tight_some_sides, seed)),
+        _sent("letters, phone photo", "not a digit", _rendered(letter_ink, renderings.phone_photo, seed)),
+        _canonical("symbols", "not a digit", render_glyphs(per_category, HELD_OUT_FONTS, SYMBOLS, seed)),
+        _canonical("scribbles", "not a digit", render_scribbles(per_category, seed)),
     ]
     return categories
 
@@ -135,14 +140,14 @@ def measure(
 
 
 def evaluate_check(
-    store: ModelStore, version: int | None, data_dir: Path, usps_path: Path, per_style: int
+    store: ModelStore, version: int | None, data_dir: Path, usps_path: Path, per_category: int
 ) -> dict[str, Any]:
     """Score every held-out category with the check (and the ensemble's confidence) and summarise."""
     device = torch.device("cpu")
     check = load_model(store, STORE_NAME, version or store.resolve(STORE_NAME), device)
     threshold = check.manifest.pass_threshold or 0.5
     members = load_members(store, {}, select_device("cpu"))
-    categories = held_out_categories(data_dir, usps_path, per_style)
+    categories = held_out_categories(data_dir, usps_path, per_category)
     check_scores, ensemble_scores = {}, {}
     with torch.inference_mode():
         for category in categories:
@@ -205,19 +210,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", type=int, help="the check's version (default: latest)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--usps", type=Path, default=DEFAULT_USPS)
-    parser.add_argument("--per-style", type=int, default=1000, help="images per held-out category")
+    parser.add_argument("--per-category", type=int, default=IMAGES_PER_CATEGORY, help="images per held-out category")
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     result = evaluate_check(
-        ModelStore(args.store), args.version, args.data_dir or default_data_dir(), args.usps, args.per_style
+        ModelStore(args.store), args.version, args.data_dir or default_data_dir(), args.usps, args.per_category
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "digit_check.json").write_text(json.dumps(result, indent=2))
     plot_trade_off(result, args.out / "digit_check.png")
     for name, row in result["categories"].items():
-        logger.info("%-14s %-15s %6.2f %% (bar %.0f %%)", name, row["kind"], 100 * row["rate"], 100 * row["bar"])
+        logger.info("%-40s %-15s %6.2f %% (bar %.0f %%)", name, row["kind"], 100 * row["rate"], 100 * row["bar"])
     return 0
 
 

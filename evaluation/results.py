@@ -16,8 +16,6 @@ from contract import Manifest
 from training.metrics import ReliabilityBin
 
 ENSEMBLE = "ensemble"
-# USPS digits fill their frame edge to edge; a scan or upload has paper around the digit, so the renderer adds it.
-USPS_MARGIN_PIXELS = 4
 # The two-sided 95 % quantile of the standard normal distribution.
 Z_95 = 1.959963984540054
 THROUGHPUT_BATCH = 64

@@ -31,7 +31,6 @@ from evaluation.report import write_report
 from evaluation.results import (
     ENSEMBLE,
     THROUGHPUT_BATCH,
-    USPS_MARGIN_PIXELS,
     Agreement,
     Column,
     Comparison,
@@ -211,10 +210,9 @@ def load_usps(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(grey.reshape(-1, USPS_SIDE_PIXELS, USPS_SIDE_PIXELS)), torch.from_numpy(labels)
 
 
-def frame_usps(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(N, 16, 16)`` USPS digits to ``(N, 1, 24, 24)`` floats in [0, 1] with a background margin."""
-    margin = USPS_MARGIN_PIXELS
-    return torch.nn.functional.pad(images.float() / 255.0, (margin, margin, margin, margin)).unsqueeze(1)
+def usps_as_stored(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 16, 16)`` USPS digits to ``(N, 1, 16, 16)`` floats in [0, 1], edge to edge as the data comes."""
+    return (images.float() / 255.0).unsqueeze(1)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
@@ -299,7 +297,7 @@ def build_comparison(options: CompareOptions) -> Comparison:
     if options.limit is not None:
         chosen = balanced_subset(usps_labels, options.limit, options.seed)
         usps_images, usps_labels = usps_images[chosen], usps_labels[chosen]
-    usps_inputs, refused = prepare_like_service(frame_usps(usps_images))
+    usps_inputs, refused = prepare_like_service(usps_as_stored(usps_images))
     usps_log_probs = [predict_log_probs(member, usps_inputs) for member in members]
     usps_predictions = {m.name: lp.argmax(dim=1) for m, lp in zip(members, usps_log_probs, strict=True)}
     usps_predictions[ENSEMBLE] = combine(members, usps_log_probs).argmax(dim=1)

@@ -29,10 +29,20 @@ CENTRE_OF_MASS = IMAGE_SIZE / 2
 WORK_SIDE_PIXELS = 256
 # Ink is rare: the darkest and brightest 0.5 % of pixels tell which side of the background it lies on.
 INK_TAIL_FRACTION = 0.005
+# ... but never more than this many pixels: a digit 12 pixels tall on a large page is a few dozen pixels of ink,
+# far fewer than 0.5 % of the page, and its tail must still be ink, not the paper's noise.
+INK_TAIL_PIXELS = 16
+# Ink touching the image border (a tight crop) hides the paper from the border statistics; on evenly lit paper
+# the image is first surrounded by this many pixels of its own paper level.
+PAPER_MARGIN_PIXELS = 2
+PAPER_QUANTILE = 0.25
 # A border whose 5th..95th percentiles span at most this many grey levels is a flat background (scan, canvas);
 # anything wider (lighting gradient, vignetting) gets a spatial background estimate on a coarse grid.
 FLAT_BORDER_LEVELS = 16
 BACKGROUND_GRID_CELLS = 8
+# The lighting fit drops grid cells this many levels above it (ink) and refits, at most this many times.
+LIGHTING_OUTLIER_LEVELS = 8
+LIGHTING_FIT_ROUNDS = 3
 # Background noise sigma is read from the residual's negative tail (2.5 % quantile = -2 sigma for Gaussian noise).
 NOISE_QUANTILE = 0.025
 NOISE_FLOOR_SIGMAS = 3.0
@@ -96,6 +106,11 @@ def _border(grey: GreyArray) -> GreyArray:
     return np.concatenate((grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]))
 
 
+def _ink_tail(grey: GreyArray) -> float:
+    """The fraction of the histogram at either end that is taken to be ink (see ``INK_TAIL_PIXELS``)."""
+    return min(INK_TAIL_FRACTION, INK_TAIL_PIXELS / grey.size)
+
+
 def invert_if_light_background(grey: GreyArray) -> GreyArray:
     """Return the image with light ink on a dark background (MNIST polarity), inverting it if needed.
 
@@ -103,19 +118,46 @@ def invert_if_light_background(grey: GreyArray) -> GreyArray:
     brightest 0.5 %) lies farther from it. This holds under gradients and for a digit filling most of the frame.
     """
     (background,) = _quantiles(_histogram(_border(grey)), 0.5)
-    darkest, brightest = _quantiles(_histogram(grey), INK_TAIL_FRACTION, 1.0 - INK_TAIL_FRACTION)
+    tail = _ink_tail(grey)
+    darkest, brightest = _quantiles(_histogram(grey), tail, 1.0 - tail)
     if background - darkest > brightest - background:
         return np.subtract(255, grey, dtype=np.uint8)
     return grey
 
 
 def _estimate_background(grey: GreyArray) -> GreyArray:
+    """The lighting of the paper under the ink: a quadratic surface fitted to a coarse grid of cell levels.
+
+    Cell means, then a grey opening (3x3 min, then max): the min drops cells brightened by ink, the max restores
+    the level of a lighting gradient that the min alone would underestimate. Lighting across a photographed page
+    (light from one side, vignetting) is smooth, so a quadratic in x and y fits it, also up to the image's edges
+    where interpolating the grid would flatten it; cells still lifted by ink (where dense strokes meet the border)
+    stand above the fit and are dropped from the next round.
+    """
     height, width = grey.shape
     cell = max(1, -(-max(height, width) // BACKGROUND_GRID_CELLS))
-    # Cell means, then a grey opening (3x3 min, then max): the min drops cells darkened by bright ink, the max
-    # restores the level of a lighting gradient that the min alone would underestimate; then smooth upsampling.
-    coarse = Image.fromarray(grey).reduce(cell).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
-    return np.asarray(coarse.resize((width, height), Image.Resampling.BILINEAR))
+    opened = Image.fromarray(grey).reduce(cell).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    levels = np.asarray(opened, dtype=np.float64)
+    centres_y = (np.arange(levels.shape[0]) + 0.5) * cell / height
+    centres_x = (np.arange(levels.shape[1]) + 0.5) * cell / width
+    design = _quadratic_terms(*np.meshgrid(centres_y, centres_x, indexing="ij"))
+    values = levels.ravel()
+    kept = np.ones(values.size, dtype=bool)
+    for _ in range(LIGHTING_FIT_ROUNDS):
+        coefficients = np.linalg.lstsq(design[kept], values[kept], rcond=None)[0]
+        refined = values - design @ coefficients <= LIGHTING_OUTLIER_LEVELS
+        if refined.sum() < design.shape[1] or (refined == kept).all():
+            break
+        kept = refined
+    pixels_y, pixels_x = (np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width
+    surface = _quadratic_terms(*np.meshgrid(pixels_y, pixels_x, indexing="ij")) @ coefficients
+    return np.clip(surface, 0, 255).round().astype(np.uint8).reshape(height, width)
+
+
+def _quadratic_terms(y: npt.NDArray[np.float64], x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(N, 6)`` terms 1, x, y, x^2, xy, y^2 of the points' coordinates."""
+    x, y = x.ravel(), y.ravel()
+    return np.stack((np.ones_like(x), x, y, x * x, x * y, y * y), axis=1)
 
 
 def _otsu_threshold(histogram: npt.NDArray[np.intp]) -> int:
@@ -157,6 +199,41 @@ def _dilate(mask: _Mask, radius: int) -> _Mask:
     return result
 
 
+def pad_with_paper(grey: GreyArray) -> GreyArray:
+    """Surround a light-on-dark image whose ink touches the border with ``PAPER_MARGIN_PIXELS`` of its paper level.
+
+    Ink and paper are split by Otsu's threshold over the whole image. When what crosses the border is ink (at
+    least half as far above the paper as the brightest strokes) and the paper seen on the four sides is at one
+    level (within ``FLAT_BORDER_LEVELS``: a scan, a canvas, a dataset image), the margin gives the background
+    statistics of :func:`remove_background` real paper to measure, as if the digit had been cropped with some room
+    around it. Anything else (paper brightening towards an edge under uneven light, a photo) is returned as it is:
+    there the border statistics come from a spatial background estimate.
+    """
+    histogram = _histogram(grey)
+    threshold = _otsu_threshold(histogram)
+    border = _border(grey)
+    crossing, paper = border[border > threshold], border[border <= threshold]
+    if not crossing.size or not paper.size:
+        return grey
+    # Paper pixels next to strokes carry their anti-aliased edges: the lowest quarter of the paper is paper alone.
+    sides = (grey[0], grey[-1], grey[:, 0], grey[:, -1])
+    levels = [np.percentile(paper, 100 * PAPER_QUANTILE) for side in sides if (paper := side[side <= threshold]).size]
+    level = float(np.percentile(border[border <= threshold], 100 * PAPER_QUANTILE))
+    (ink_core,) = _quantiles(histogram, 1.0 - _ink_tail(grey))
+    if max(levels) - min(levels) > FLAT_BORDER_LEVELS or np.median(crossing) - level < (ink_core - level) / 2:
+        return grey
+    return np.pad(grey, PAPER_MARGIN_PIXELS, constant_values=round(level))
+
+
+def _difference_noise_sigma(grey: GreyArray) -> float | None:
+    """Noise sigma from the median absolute difference of horizontal neighbours (robust to edges and gradients):
+    for Gaussian noise of sigma s the difference has sigma s * sqrt(2), and its median magnitude is 0.6745 of that.
+    None for an image one pixel wide.
+    """
+    differences = np.abs(np.diff(grey.astype(np.int16), axis=1))
+    return float(np.median(differences)) / (0.6745 * np.sqrt(2.0)) if differences.size else None
+
+
 def remove_background(grey: GreyArray) -> InkArray:
     """Ink intensity in [0, 1] on a zero background, from a light-on-dark grey image.
 
@@ -181,6 +258,10 @@ def remove_background(grey: GreyArray) -> InkArray:
         above, below = _histogram(signal), _histogram(lifted - grey)
     # Ink lies above the background, so the spread below it is noise: its 97.5 % quantile is 2 sigma.
     (two_sigma,) = _quantiles(below, 1.0 - NOISE_QUANTILE)
+    if offset == 0 and (sigma := _difference_noise_sigma(grey)) is not None:
+        # Where dense ink meets the border, the coarse background estimate rises above the paper around it and
+        # that residual reads as noise; the noise of neighbouring pixels' differences is immune to both.
+        two_sigma = min(two_sigma, round(2.0 * sigma))
     floor = NOISE_FLOOR_SIGMAS * two_sigma / 2.0
     threshold = max(_otsu_threshold(above), int(floor))
     ink = above[threshold + 1 :]
@@ -250,6 +331,6 @@ def prepare_digit(data: bytes, limits: DecodeLimits, *, with_png: bool = False) 
     """Decode ``data`` and run every step. Pure and blocking: the service runs it in a worker process."""
     image = decode_image(data, limits, draft_side_pixels=WORK_SIDE_PIXELS)
     grey = np.asarray(shrink_to_work_size(to_grayscale(image)), dtype=np.uint8)
-    ink = remove_background(invert_if_light_background(grey))
+    ink = remove_background(pad_with_paper(invert_if_light_background(grey)))
     centred = center_by_mass(fit_into_box(crop_to_content(ink)))
     return PreparedDigit(pixels=centred[np.newaxis], png=grey_png(centred) if with_png else None)

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
 
-from service.config import Settings, get_settings
-
-
-def log_config(settings: Settings) -> dict[str, Any]:
-    """uvicorn's logging setup plus the service's own loggers, so worker processes get both."""
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["service"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    config["handlers"]["service"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "service",
-        "stream": "ext://sys.stderr",
-    }
-    level = settings.log_level.upper()
-    for name in ("service", "contract"):
-        config["loggers"][name] = {"handlers": ["service"], "level": level, "propagate": False}
-    return config
+from service.config import get_settings
+from service.logs import log_config
 
 
 def serve(app_factory: str) -> None:
@@ -39,6 +22,8 @@ def serve(app_factory: str) -> None:
         log_level=settings.log_level,
         log_config=log_config(settings),
         access_log=settings.access_log,
+        limit_concurrency=settings.limit_concurrency,
+        backlog=settings.backlog,
         http=settings.http_implementation,
         # The stock asyncio loop: uvloop is not a dependency, and this pins what was measured.
         loop="asyncio",

@@ -12,6 +12,7 @@ Contract of :class:`MicroBatcher`:
   :class:`InferenceFailedError` (503); it is logged and the worker keeps running.
 - More than ``queue_max_size`` waiting items: :meth:`MicroBatcher.submit` raises :class:`QueueFullError` at once,
   which the API maps to 503 with ``Retry-After``, so waiting time stays bounded under any load.
+  :meth:`MicroBatcher.submit_many` queues all of its items or, without room for all, none.
 - A caller that goes away (cancelled, client disconnected) loses its result and nothing else; its item is
   skipped if its batch has not started yet.
 - :meth:`MicroBatcher.stop` refuses new items, runs every queued item to completion, then stops the worker.
@@ -77,14 +78,19 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting for a batch (not counting the batch being processed)."""
         return len(self._waiting)
 
-    def check_intake(self) -> None:
-        """Raise now what :meth:`submit` would raise for lack of room, so callers can refuse before working.
+    @property
+    def queue_max_size(self) -> int:
+        return self._queue_max_size
 
-        :class:`ServiceUnavailableError` when the batcher is not running, :class:`QueueFullError` when full.
+    def check_intake(self, count: int = 1) -> None:
+        """Raise now what :meth:`submit_many` would raise for ``count`` items, so callers can refuse before working.
+
+        :class:`ServiceUnavailableError` when the batcher is not running, :class:`QueueFullError` when there is
+        no room for ``count`` more items.
         """
         if not self.running:
             raise ServiceUnavailableError()
-        if len(self._waiting) >= self._queue_max_size:
+        if len(self._waiting) + count > self._queue_max_size:
             raise QueueFullError()
 
     @property
@@ -106,11 +112,22 @@ class MicroBatcher(Generic[T, R]):
         the batch it joined failed.
         """
         self.check_intake()
+        return await self._enqueue(item)
+
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
+        """Queue every item of ``items`` at once (or none, raising as :meth:`submit`) and wait for all results.
+
+        The items may land in different batches; the first failure raises and the other results are dropped.
+        """
+        self.check_intake(len(items))
+        return list(await asyncio.gather(*(self._enqueue(item) for item in items)))
+
+    def _enqueue(self, item: T) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
         waiting: _Waiting[T, R] = _Waiting(item, loop.create_future(), loop.time())
         self._waiting.append(waiting)
         self._wakeup.set()
-        return await waiting.future
+        return waiting.future
 
     async def stop(self) -> None:
         """Refuse new items, finish every queued one, then stop the worker and its thread."""

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The repository's store, found from this file so the service works from any working directory.
@@ -54,8 +54,16 @@ class Settings(BaseSettings):
     # Off: the proxy in front (deploy/nginx) writes the access log and /metrics counts requests, so a second
     # line per request would only cost event-loop time.
     access_log: bool = False
+    # json: one JSON object per line with the field names of the balancer's access log (deploy/nginx).
+    log_format: Literal["text", "json"] = "text"
     # h11 kept overload tails short where httptools let them grow to seconds; httptools is not a dependency.
     http_implementation: Literal["h11", "httptools"] = "h11"
+    # uvicorn answers 503 itself beyond this many open connections plus running requests: each open connection
+    # holds up to 64 KiB of unread body in uvicorn's buffer, so 512 of them bound that memory near 32 MiB.
+    limit_concurrency: int = Field(default=512, gt=0)
+    # Connections the kernel queues before uvicorn accepts them; above limit_concurrency, so bursts are answered
+    # (with 503 at worst) instead of timing out in the kernel.
+    backlog: int = Field(default=1024, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="grace period for accepted requests")
     # Off by default (a stop is immediate); behind a load balancer that polls /health/ready, set it to a little more
     # than the polling period so that requests stop arriving before the listening socket closes.
@@ -85,14 +93,36 @@ class Settings(BaseSettings):
     preprocess_workers: int = Field(default=2, gt=0, description="processes decoding and preprocessing uploads")
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Bytes of uploads being read or waiting to be decoded; beyond it: 503. Resident memory grew by about 0.9 bytes
+    # per byte in flight (reports/reliability.json, slow_uploads), so 64 MiB keep the growth near 60 MB while
+    # admitting six uploads of the largest size at once.
+    max_inflight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # A decode slower than this (a pathological file) fails with 503 and its worker is replaced; the slowest
+    # legitimate upload measured (a 24-megapixel photo) takes well under a second.
+    preprocess_timeout_s: float = Field(default=10.0, gt=0)
     # Refuses decompression bombs and bounds one decode near 160 MB (RGBA); admits a 24-megapixel photo.
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Unset (or empty): admin endpoints answer 404. Compared in constant time with the request's bearer token.
+    admin_token: SecretStr | None = None
+    # Export spans over OTLP, configured by the standard OTEL_* variables; needs the "tracing" extra.
+    tracing_enabled: bool = False
 
     @field_validator("models", "cors_allow_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _budget_admits_one_upload(self) -> Settings:
+        if self.max_inflight_bytes < self.max_upload_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_upload_bytes, or the largest upload never fits")
+        return self
 
     @field_validator("model_versions", mode="before")
     @classmethod

@@ -2,19 +2,25 @@
 
 Each class carries its HTTP status and a fixed, user-facing message that says what to do; raw exception text,
 paths and stack traces never reach a client. The imaging package's and the preprocessing pool's own errors are
-mapped onto these at the edge (:data:`MAPPED_ERRORS`).
+mapped onto these at the edge (:data:`MAPPED_ERRORS`). Under ``/v2`` (the Open Inference Protocol) the same errors
+are written as that protocol's ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from imaging import errors as imaging
 from service import preprocess_pool as pool
+
+# Paths of the Open Inference Protocol, whose error body is {"error": ...} instead of {"detail": ...}.
+OIP_PATH_PREFIX = "/v2"
 
 
 class ServiceError(Exception):
@@ -69,6 +75,34 @@ class ModelNotFoundHTTPError(ServiceError):
     default_detail = "No such model is loaded. GET /models lists the models that are loaded."
 
 
+class InvalidTensorError(ServiceError):
+    """An inference request of the Open Inference Protocol that does not fit the model's inputs."""
+
+    status_code = 400
+    default_detail = "The inference request is invalid. GET /v2/models/{name} describes the inputs a model takes."
+
+
+class OipModelNotFoundError(ServiceError):
+    status_code = 404
+    default_detail = "No such model or version is loaded. GET /v2/models/{name} lists a model's loaded versions."
+
+
+class AdminDisabledError(ServiceError):
+    status_code = 404
+    default_detail = "Admin endpoints are disabled on this server. Set DIGITS_ADMIN_TOKEN to enable them."
+
+
+class AdminTokenMissingError(ServiceError):
+    status_code = 401
+    default_detail = "This admin endpoint needs the header 'Authorization: Bearer <token>' with DIGITS_ADMIN_TOKEN."
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class AdminTokenInvalidError(ServiceError):
+    status_code = 403
+    default_detail = "The bearer token is not this server's admin token. Send the value of DIGITS_ADMIN_TOKEN."
+
+
 class ClientClosedRequestError(ServiceError):
     """The client went away mid-upload; nobody reads the answer, its status is for the log and metrics."""
 
@@ -77,19 +111,32 @@ class ClientClosedRequestError(ServiceError):
 
 
 class ServiceUnavailableError(ServiceError):
-    """Transient: the client should retry after ``Retry-After`` seconds."""
+    """Transient: the client should retry after ``Retry-After`` seconds. ``reason`` labels the refusal metric."""
 
     status_code = 503
     default_detail = "The service is not ready. Retry in a moment."
     headers = {"Retry-After": "1"}
+    reason: ClassVar[str] = "not_ready"
 
 
 class QueueFullError(ServiceUnavailableError):
     default_detail = "The service is overloaded. Retry after the number of seconds in the Retry-After header."
+    reason = "inference_queue_full"
+
+
+class DecodeBacklogFullError(QueueFullError):
+    reason = "decode_backlog_full"
+
+
+class MemoryBudgetError(QueueFullError):
+    """Uploads in flight already hold ``max_inflight_bytes``: refused before the body is read."""
+
+    reason = "memory_budget"
 
 
 class InferenceFailedError(ServiceUnavailableError):
     default_detail = "Inference failed for this batch. Retry the request."
+    reason = "inference_failed"
 
 
 class PreprocessingFailedError(ServiceUnavailableError):
@@ -97,6 +144,18 @@ class PreprocessingFailedError(ServiceUnavailableError):
         "The worker preparing this image stopped unexpectedly. Retry the request; if this image fails again, "
         "re-save it as PNG or JPEG and send that."
     )
+    reason = "worker_died"
+
+
+class PreprocessTimeoutError(PreprocessingFailedError):
+    default_detail = (
+        "Preparing this image took longer than the service allows. Retry the request; if this image fails again, "
+        "re-save it as a smaller PNG or JPEG and send that."
+    )
+    reason = "preprocess_timeout"
+
+
+RefusalCounter = Callable[[str], None]
 
 
 # What each failure of the imaging package and of the preprocessing pool means to a client of this service.
@@ -105,9 +164,10 @@ MAPPED_ERRORS: dict[type[Exception], type[ServiceError]] = {
     imaging.ImageTooLargeError: ImageTooLargeError,
     imaging.InvalidImageError: InvalidImageError,
     imaging.NoDigitFoundError: NoDigitFoundError,
-    pool.PoolFullError: QueueFullError,
+    pool.PoolFullError: DecodeBacklogFullError,
     pool.PoolClosedError: ServiceUnavailableError,
     pool.WorkerDiedError: PreprocessingFailedError,
+    pool.JobTimeoutError: PreprocessTimeoutError,
 }
 
 
@@ -121,9 +181,21 @@ def as_service_error(exc: Exception) -> ServiceError:
     return ServiceError()
 
 
-async def _handle_service_error(_request: Request, exc: Exception) -> JSONResponse:
+def _error_response(request: Request, detail: str, status_code: int, headers: Mapping[str, str] | None) -> JSONResponse:
+    key = "error" if request.url.path.startswith(OIP_PATH_PREFIX) else "detail"
+    return JSONResponse({key: detail}, status_code=status_code, headers=headers or None)
+
+
+async def _handle_service_error(request: Request, exc: Exception) -> JSONResponse:
     error = as_service_error(exc)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers or None)
+    return _error_response(request, error.detail, error.status_code, error.headers)
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's own 404 and 405 (no such route, wrong method), in the body shape of the path's protocol.
+    if not isinstance(exc, HTTPException):
+        return await _handle_service_error(request, exc)
+    return _error_response(request, str(exc.detail), exc.status_code, exc.headers)
 
 
 async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -136,10 +208,20 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     return await _handle_service_error(request, InvalidRequestError())
 
 
-def install_error_handler(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _handle_service_error)
+def install_error_handler(app: FastAPI, count_refusal: RefusalCounter) -> None:
+    """Map every error to ``{"detail": ...}`` (``{"error": ...}`` under ``/v2``); ``count_refusal(reason)`` is
+    called for each 503."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        error = as_service_error(exc)
+        if isinstance(error, ServiceUnavailableError):
+            count_refusal(error.reason)
+        return await _handle_service_error(request, error)
+
+    app.add_exception_handler(ServiceError, handle)
+    app.add_exception_handler(HTTPException, _handle_http_exception)
     for mapped in MAPPED_ERRORS:
-        app.add_exception_handler(mapped, _handle_service_error)
+        app.add_exception_handler(mapped, handle)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     # Last line of defence: any other exception becomes the generic 500 above, without its text; the server logs it.
     app.add_exception_handler(Exception, _handle_service_error)

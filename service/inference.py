@@ -40,9 +40,12 @@ class ClassProbabilities:
 
 @dataclass(frozen=True)
 class ModelOutput:
+    """One model's answer: calibrated probabilities, and the raw logits the model itself returned."""
+
     name: str
     version: int
     result: ClassProbabilities
+    logits: list[float]
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,14 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class DigitPrediction:
-    """Per-model results in the order the request selected them, their ensemble, the digit check's verdict
-    (None when no check is served) and the batch's size."""
+    """Per-model results in the order the request selected them, their ensemble, the batch's size, when the
+    batch started (``time.perf_counter()``), which ends the request's wait in the queue, and the digit check's
+    verdict (None when no check is served)."""
 
     outputs: list[ModelOutput]
     ensemble: ClassProbabilities
     batch_size: int
+    batch_started_s: float
     check: CheckResult | None = None
 
 
@@ -114,6 +119,7 @@ class BatchPredictor:
         self._staging: torch.Tensor | None = None
 
     def __call__(self, requests: Sequence[DigitRequest]) -> list[DigitPrediction]:
+        started = time.perf_counter()
         if self._telemetry is not None:
             self._telemetry.batch_size.observe(len(requests))
         results: dict[int, DigitPrediction] = {}
@@ -123,7 +129,7 @@ class BatchPredictor:
         with torch.inference_mode():
             for indices in groups.values():
                 group = [requests[i] for i in indices]
-                for index, prediction in zip(indices, self._predict_group(group, len(requests)), strict=True):
+                for index, prediction in zip(indices, self._predict_group(group, len(requests), started), strict=True):
                     results[index] = prediction
         return [results[index] for index in range(len(requests))]
 
@@ -138,21 +144,24 @@ class BatchPredictor:
         # Safe to reuse the buffer next batch: this batch's results are copied back synchronously first.
         return staging.to(self.device, non_blocking=True)
 
-    def _log_probs(self, loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's ``(N, C)`` logits and calibrated log-probabilities, both on the CPU."""
         model_name = loaded.name
         started = time.perf_counter()
         precision = torch.autocast("cuda", dtype=torch.float16) if self._autocast else contextlib.nullcontext()
         with precision:
-            logits = loaded.module(batch)  # (N, 10)
+            logits = loaded.module(batch)  # (N, C)
         log_probs = calibrated_log_probs(logits, loaded.manifest.temperature).cpu()
+        logits = logits.float().cpu()
         if self._telemetry is not None:
             self._telemetry.inference_seconds.labels(model_name).observe(time.perf_counter() - started)
-        return log_probs
+        return logits, log_probs
 
-    def _predict_group(self, group: Sequence[DigitRequest], batch_size: int) -> list[DigitPrediction]:
+    def _predict_group(self, group: Sequence[DigitRequest], batch_size: int, started: float) -> list[DigitPrediction]:
         models = group[0].models
         batch = self._to_device([request.image for request in group])
-        # Per model: its (rows, C) log-probabilities and, for each request index, its row in them.
+        # Per model: its (rows, C) logits and log-probabilities and, for each request index, its row in them.
+        logits: dict[str, list[list[float]]] = {}
         log_probs: dict[str, torch.Tensor] = {}
         row_of: dict[str, dict[int, int]] = {}
         for name in models.names():
@@ -160,7 +169,8 @@ class BatchPredictor:
             if not rows:
                 continue
             inputs = batch if len(rows) == len(group) else batch[torch.tensor(rows, device=batch.device)]
-            log_probs[name] = self._log_probs(models[name], inputs)
+            model_logits, log_probs[name] = self._forward(models[name], inputs)
+            logits[name] = model_logits.tolist()
             row_of[name] = {request_index: row for row, request_index in enumerate(rows)}
         per_model = {name: _class_probabilities(lp.exp()) for name, lp in log_probs.items()}
 
@@ -175,16 +185,19 @@ class BatchPredictor:
             ensembles.update(zip(members, combined, strict=True))
         checks: list[CheckResult | None] = [None] * len(group)
         if models.check is not None:
-            checks = list(_check_results(models.check, self._log_probs(models.check, batch).exp()))
+            checks = list(_check_results(models.check, self._forward(models.check, batch)[1].exp()))
 
         return [
             DigitPrediction(
                 outputs=[
-                    ModelOutput(name, models[name].version, per_model[name][row_of[name][i]])
+                    ModelOutput(
+                        name, models[name].version, per_model[name][row_of[name][i]], logits[name][row_of[name][i]]
+                    )
                     for name in request.selected
                 ],
                 ensemble=ensembles[i],
                 batch_size=batch_size,
+                batch_started_s=started,
                 check=checks[i],
             )
             for i, request in enumerate(group)

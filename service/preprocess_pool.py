@@ -19,6 +19,8 @@ Contract of :class:`PreprocessPool`:
 - A job's exception comes back to the caller as raised (it must pickle).
 - A worker that dies (killed, out of memory, a crash inside a decoder) fails only the job it was running, with
   :class:`WorkerDiedError`; a fresh worker takes its place and the job queued behind it.
+- A job still running ``job_timeout_s`` after its answer began to be awaited (about when it started running) fails
+  with :class:`JobTimeoutError`; its worker is killed and replaced the same way.
 - A cancelled caller's job still runs to the end once sent to a worker (a job cannot be interrupted) and keeps
   its slot until then; one still waiting in the queue is dropped.
 - :meth:`shutdown` refuses new jobs (:class:`PoolClosedError`), lets every accepted job finish, then stops
@@ -76,6 +78,10 @@ class PoolFullError(PoolError):
 
 class WorkerDiedError(PoolError):
     """The worker running this job died (killed, out of memory, a crash inside native code)."""
+
+
+class JobTimeoutError(PoolError):
+    """The job ran past the pool's ``job_timeout_s``; its worker was killed."""
 
 
 def _frame(payload: object) -> bytes:
@@ -148,10 +154,13 @@ class _Worker:
 class PreprocessPool:
     """Runs picklable blocking functions in worker processes with a bounded backlog (see the module docstring)."""
 
-    def __init__(self, workers: int, max_waiting: int, preload: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workers: int, max_waiting: int, preload: Sequence[str] = (), job_timeout_s: float | None = None
+    ) -> None:
         if workers < 1 or max_waiting < 0:
             raise ValueError("workers must be positive and max_waiting not negative")
         self._workers = workers
+        self._job_timeout_s = job_timeout_s
         self._capacity = workers + max_waiting
         self._pending = 0
         self._closed = False
@@ -187,7 +196,8 @@ class PreprocessPool:
         """``function(*args, **kwargs)`` in a worker process (the function and its arguments must pickle).
 
         Raises what the function raised, :class:`PoolFullError` if the backlog is full, :class:`PoolClosedError`
-        if the pool is not running, and :class:`WorkerDiedError` if the worker died.
+        if the pool is not running, :class:`WorkerDiedError` if the worker died and :class:`JobTimeoutError` if
+        the job overran.
         """
         self.check_intake()
         job = _Job(_frame((function, args, kwargs)))
@@ -234,15 +244,22 @@ class PreprocessPool:
                     worker = await self._send([job], worker, in_flight)
                 continue
             assert worker is not None  # every job in flight was sent to it
+            failure: PoolError
             try:
-                ok, value = await worker.answer()
+                ok, value = await asyncio.wait_for(worker.answer(), self._job_timeout_s)
+            except TimeoutError:
+                logger.warning("a pool job ran over %s s; replacing its worker", self._job_timeout_s)
+                worker.process.kill()
+                failure = JobTimeoutError()
             except Exception:  # died: EOF, reset
                 logger.exception("a pool worker died; failing its job, a new worker takes the others")
-                await worker.stop()
-                self._finish(in_flight.popleft(), False, WorkerDiedError())
-                worker = await self._send(list(in_flight), None, in_flight)
+                failure = WorkerDiedError()
+            else:
+                self._finish(in_flight.popleft(), ok, value)
                 continue
-            self._finish(in_flight.popleft(), ok, value)
+            await worker.stop()
+            self._finish(in_flight.popleft(), False, failure)
+            worker = await self._send(list(in_flight), None, in_flight)
         if worker is not None:
             await worker.stop()
 

@@ -222,8 +222,17 @@ class LiveResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "models": ["cnn", "mlp"], "versions": {"cnn": 2, "mlp": 1}}]
+        }
+    )
+
     status: Literal["ready"] = "ready"
     models: list[str] = Field(description="models being served")
+    versions: dict[str, int] = Field(
+        description="the version served of each model: replicas behind one balancer that differ are mid-rollout"
+    )
 
 
 _RETRY_AFTER_HEADER = {
@@ -231,16 +240,21 @@ _RETRY_AFTER_HEADER = {
 }
 
 
-def error_responses(*error_classes: type[errors.ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the errors a route can raise: the error model, one example per class."""
+def error_responses(
+    *error_classes: type[errors.ServiceError], model: type[BaseModel] = ErrorResponse, key: str = "detail"
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the errors a route can raise: the error model, one example per class.
+
+    ``model`` and ``key`` describe the error body: ``{"detail": ...}`` here, ``{"error": ...}`` under ``/v2``.
+    """
     documented: dict[int | str, dict[str, Any]] = {}
     for cls in error_classes:
         entry = documented.setdefault(
             cls.status_code,
-            {"model": ErrorResponse, "description": cls.default_detail, "content": {"application/json": {}}},
+            {"model": model, "description": cls.default_detail, "content": {"application/json": {}}},
         )
         examples = entry["content"]["application/json"].setdefault("examples", {})
-        examples[cls.__name__] = {"value": {"detail": cls.default_detail}}
+        examples[cls.__name__] = {"value": {key: cls.default_detail}}
         if "Retry-After" in cls.headers:
             entry["headers"] = _RETRY_AFTER_HEADER
     return documented

@@ -15,9 +15,11 @@ from contract.device import select_device
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
+from service.inflight import ByteBudget
 from service.preprocess_pool import PreprocessPool
 from service.registry import ModelRegistry, watch_store
 from service.telemetry import Telemetry
+from service.tracing import StageTracer
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,12 @@ class AppState:
 
     settings: Settings
     telemetry: Telemetry
+    tracer: StageTracer
     registry: ModelRegistry
     batcher: MicroBatcher[DigitRequest, DigitPrediction]
     preprocess_pool: PreprocessPool
     upstream: Upstream
+    byte_budget: ByteBudget
     accepting: bool = True
     # Set on SIGTERM for the pre-stop drain: readiness says 503 while requests are still served.
     draining: bool = False
@@ -80,7 +84,7 @@ class AppState:
         logger.info("stopped: every accepted request was answered")
 
 
-async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
+async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTracer) -> AppState:
     """Load, verify and warm the models, then start the batcher and the store watcher."""
     torch.set_num_threads(settings.torch_threads)
     device = select_device(settings.device)
@@ -96,9 +100,15 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     predictor = BatchPredictor(
         device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
     )
-    pool = PreprocessPool(settings.preprocess_workers, max_waiting=settings.queue_max_size, preload=PRELOAD)
+    pool = PreprocessPool(
+        settings.preprocess_workers,
+        max_waiting=settings.queue_max_size,
+        preload=PRELOAD,
+        job_timeout_s=settings.preprocess_timeout_s,
+    )
     await pool.start()
     upstream = Upstream()
+    byte_budget = ByteBudget(settings.max_inflight_bytes)
     batcher: MicroBatcher[DigitRequest, DigitPrediction] = MicroBatcher(
         predictor,
         max_batch_size=settings.max_batch_size,
@@ -112,6 +122,7 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     telemetry.track(
         queue_depth=lambda: batcher.queue_depth,
         preprocess_pending=lambda: pool.pending,
+        inflight_bytes=lambda: byte_budget.in_use_bytes,
         model_versions=lambda: {name: model.version for name, model in registry.models.models.items()},
     )
     watcher = None
@@ -120,10 +131,12 @@ async def start_state(settings: Settings, telemetry: Telemetry) -> AppState:
     state = AppState(
         settings=settings,
         telemetry=telemetry,
+        tracer=tracer,
         registry=registry,
         batcher=batcher,
         preprocess_pool=pool,
         upstream=upstream,
+        byte_budget=byte_budget,
         store_watcher=watcher,
     )
     loaded = [*registry.models.models.values(), *([registry.models.check] if registry.models.check else [])]

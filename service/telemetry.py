@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _INFERENCE_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_PREPROCESS_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Confidence is mostly near 1: fine steps at the top show a model growing unsure long before accuracy drops.
+_CONFIDENCE_BUCKETS = (0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 _UNMATCHED_ROUTE = "unmatched"
 # Any token is a valid HTTP method: fold unknown ones into one label value.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -54,6 +58,35 @@ class Telemetry:
             "Uploads being decoded or waiting for a preprocessing worker.",
             registry=self.registry,
         )
+        self.queue_wait_seconds = Histogram(
+            "digits_queue_wait_seconds",
+            "Time a prepared digit waited for its inference batch to start.",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.preprocess_seconds = Histogram(
+            "digits_preprocess_seconds",
+            "Time from handing an upload to the preprocessing pool to its prepared digit (including waiting).",
+            buckets=_PREPROCESS_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "digits_prediction_confidence",
+            "Confidence of each answered prediction's ensemble.",
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "digits_refusals",
+            "Requests refused with 503, by reason (queue or budget full, worker died or overran, not ready).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.inflight_bytes = Gauge(
+            "digits_inflight_bytes",
+            "Upload bytes reserved by requests being read or decoded (bounded by DIGITS_MAX_INFLIGHT_BYTES).",
+            registry=self.registry,
+        )
         self.inference_seconds = Histogram(
             "digits_inference_seconds",
             "Forward pass, calibration and copy back of one batch, per model.",
@@ -67,12 +100,17 @@ class Telemetry:
         *,
         queue_depth: Callable[[], int],
         preprocess_pending: Callable[[], int],
+        inflight_bytes: Callable[[], int],
         model_versions: Callable[[], Mapping[str, int]],
     ) -> None:
         """Read the backlogs and served versions at scrape time instead of updating gauges on every change."""
         self.queue_depth.set_function(queue_depth)
         self.preprocess_pending.set_function(preprocess_pending)
+        self.inflight_bytes.set_function(inflight_bytes)
         self.registry.register(_ModelVersionCollector(model_versions))
+
+    def count_refusal(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
 
     def render(self) -> bytes:
         """All collectors in the Prometheus text exposition format."""
@@ -84,10 +122,17 @@ class _ModelVersionCollector(Collector):
         self._model_versions = model_versions
 
     def collect(self) -> Iterator[Metric]:
+        versions = self._model_versions()
         family = GaugeMetricFamily("digits_model_version", "Version being served, per model.", labels=["model"])
-        for name, version in self._model_versions().items():
+        # The info form: one series per served (model, version), so a fleet's mix shows in one count by version.
+        info = GaugeMetricFamily(
+            "digits_served_model_info", "1 for each model and the version served.", labels=["model", "version"]
+        )
+        for name, version in versions.items():
             family.add_metric([name], version)
+            info.add_metric([name, str(version)], 1)
         yield family
+        yield info
 
 
 class MetricsMiddleware:
@@ -111,11 +156,26 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        # Saved before the router rewrites the scope (a mount changes root_path).
+        path, root_path = scope["path"], scope.get("root_path", "")
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", _UNMATCHED_ROUTE)
+            template = _route_template(scope, path, root_path)
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
             self.telemetry.requests.labels(template, method, str(status)).inc()
             self.telemetry.request_seconds.labels(template).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope, path: str, root_path: str) -> str:
+    """The path template of the route that took the request: FastAPI's routes record themselves in the scope;
+    plain Starlette routes (``/openapi.json``, ``/docs``, the docs' asset mount) are matched again here."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    routes: list[BaseRoute] = getattr(scope.get("app"), "routes", [])
+    probe = {"type": "http", "path": path, "root_path": root_path, "method": scope["method"]}
+    for candidate in routes:
+        if candidate.matches(probe)[0] is Match.FULL:
+            return str(getattr(candidate, "path", _UNMATCHED_ROUTE))
+    return _UNMATCHED_ROUTE

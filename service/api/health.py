@@ -19,7 +19,8 @@ async def live() -> LiveResponse:
 
 @router.get("/ready", response_model=ReadyResponse, responses=error_responses(ServiceUnavailableError))
 async def ready(state: StateDep) -> ReadyResponse:
-    """200 once at least one model is loaded, verified and warmed up; 503 before that and while shutting down."""
+    """200 with the served versions once a model is loaded, verified and warm; 503 before that and when stopping."""
     if not state.ready:
         raise ServiceUnavailableError()
-    return ReadyResponse(models=state.registry.models.names())
+    served = state.registry.models.models
+    return ReadyResponse(models=list(served), versions={name: model.version for name, model in served.items()})

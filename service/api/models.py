@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.admin import ADMIN_ERRORS, ADMIN_ONLY
 from service.deps import RegistryDep
 from service.errors import InvalidRequestError, ModelNotFoundHTTPError, ServiceUnavailableError
 from service.registry import LoadedModel, ModelRegistry, ModelStatus
@@ -64,9 +65,14 @@ async def list_models(registry: RegistryDep) -> ModelsResponse:
     return _models_response(registry)
 
 
-@router.post("/models/reload", response_model=ReloadResponse, responses=error_responses(ServiceUnavailableError))
+@router.post(
+    "/models/reload",
+    response_model=ReloadResponse,
+    responses=error_responses(*ADMIN_ERRORS, ServiceUnavailableError),
+    dependencies=ADMIN_ONLY,
+)
 async def reload_models(registry: RegistryDep) -> ReloadResponse:
-    """Load new store versions beside the served ones, verify and warm them, then swap them in atomically."""
+    """Admin: load new store versions beside the served ones, verify and warm them, then swap them in atomically."""
     changes = await registry.reload()
     current = _models_response(registry)
     return ReloadResponse(

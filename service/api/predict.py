@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import secrets
 import time
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from imaging.digit import prepare_digit
 from service import errors
 from service.deps import StateDep
 from service.inference import CheckResult, DigitPrediction, DigitRequest
+from service.logs import current_request_id
 from service.registry import ModelSet
 from service.schemas import (
     UPLOAD_REQUEST_BODY,
@@ -25,6 +25,8 @@ from service.schemas import (
     Timings,
     error_responses,
 )
+from service.state import AppState
+from service.tracing import Stage
 from service.uploads import read_upload
 
 router = APIRouter(tags=["prediction"])
@@ -63,10 +65,12 @@ def _digit_check(check: CheckResult | None) -> DigitCheck | None:
     )
 
 
-def _to_response(prediction: DigitPrediction, png: bytes | None, timings: Timings) -> PredictionResponse:
+def _to_response(
+    request_id: str, prediction: DigitPrediction, png: bytes | None, timings: Timings
+) -> PredictionResponse:
     ensemble = prediction.ensemble
     return PredictionResponse(
-        request_id=secrets.token_hex(16),
+        request_id=request_id,
         predictions=[
             ModelPrediction(
                 model=output.name,
@@ -105,6 +109,8 @@ def _to_response(prediction: DigitPrediction, png: bytes | None, timings: Timing
         errors.QueueFullError,
         errors.InferenceFailedError,
         errors.PreprocessingFailedError,
+        errors.PreprocessTimeoutError,
+        errors.MemoryBudgetError,
         errors.ServiceUnavailableError,
     ),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
@@ -119,23 +125,47 @@ async def predict(
     # One snapshot for the whole request: a hot reload meanwhile cannot change or mix its versions.
     snapshot = state.registry.models
     selected = select_models(snapshot, models)
-    # Both bounded stages are asked before the upload is read: under overload, refusing costs no body bytes.
+    # Every bound is asked before the upload is read: under overload, refusing costs no body bytes.
     state.preprocess_pool.check_intake()
     state.batcher.check_intake()
-    with state.upstream.track():
-        data = await read_upload(request, state.settings.max_upload_bytes)
+    with state.upstream.track(), state.byte_budget.reserve() as reservation:
+        data = await read_upload(request, state.settings.max_upload_bytes, reservation)
         read = time.perf_counter()
         limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
         digit = await state.preprocess_pool.run(prepare_digit, data, limits, with_png=debug)
+        del data  # freed now, not after inference: the reservation stops counting it here
         prepared = time.perf_counter()
     prediction = await state.batcher.submit(
         DigitRequest(image=torch.from_numpy(digit.pixels), models=snapshot, selected=selected)
     )
     done = time.perf_counter()
+    request_id = current_request_id()
+    _observe(state, prediction, request_id, (started, read, prepared, done))
     timings = Timings(
         read_ms=(read - started) * 1e3,
         preprocess_ms=(prepared - read) * 1e3,
         inference_ms=(done - prepared) * 1e3,
         total_ms=(done - started) * 1e3,
     )
-    return _to_response(prediction, digit.png, timings)
+    return _to_response(request_id, prediction, digit.png, timings)
+
+
+def _observe(
+    state: AppState, prediction: DigitPrediction, request_id: str, times: tuple[float, float, float, float]
+) -> None:
+    """Stage metrics and spans of one answered prediction (``times``: started, read, prepared, done)."""
+    started, read, prepared, done = times
+    batch_started = prediction.batch_started_s
+    telemetry = state.telemetry
+    telemetry.preprocess_seconds.observe(prepared - read)
+    telemetry.queue_wait_seconds.observe(max(0.0, batch_started - prepared))
+    telemetry.confidence.observe(prediction.ensemble.confidence)
+    state.tracer.record(
+        [
+            Stage("read_upload", started, read),
+            Stage("preprocess", read, prepared),
+            Stage("queue", prepared, batch_started),
+            Stage("inference", batch_started, done),
+        ],
+        request_id,
+    )

@@ -10,6 +10,7 @@ address, so the per-client rate limit sees each test as a separate client.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import re
@@ -30,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.server import free_port, wait_until_healthy
 from service.uploads import upload_too_large
+from tests.support.admin import ADMIN_TOKEN
 from tests.support.deploy import NGINX_CONF, UPSTREAM_CONF, nginx_body_limit_bytes
 from tests.support.replicas import Replicas
 
@@ -227,6 +229,51 @@ def test_requests_are_spread_over_all_replicas(load_balancer: LoadBalancer, repl
 
     assert {answer.status for answer in answers} == {200}
     assert {answer.replica for answer in answers} == set(replicas.addresses)
+
+
+def test_admin_endpoints_are_not_forwarded_even_with_the_token(load_balancer: LoadBalancer, replicas: Replicas) -> None:
+    seen_before = [_requests_seen(server.url) for server in replicas.servers]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    with _client(load_balancer, "127.0.0.7") as client:
+        responses = [
+            client.post(path, headers=admin)
+            for path in ("/models/reload", "/models/reload/", "/models//reload", "/models/%72eload")
+        ]
+    seen_after = [_requests_seen(server.url) for server in replicas.servers]
+    direct = httpx.post(f"{replicas.servers[0].url}/models/reload", headers=admin, timeout=CLIENT_TIMEOUT_S)
+
+    assert [(str(response.request.url), response.status_code) for response in responses] == [
+        (str(response.request.url), 403) for response in responses
+    ]
+    for response in responses:
+        assert response.json()["detail"].startswith("Admin endpoints are not forwarded by the load balancer.")
+        assert "x-replica" not in response.headers
+    assert seen_after == seen_before
+    assert direct.status_code == 200
+
+
+def test_request_id_joins_the_balancer_log_the_answer_and_the_replica_log(
+    load_balancer: LoadBalancer, replicas: Replicas
+) -> None:
+    with _client(load_balancer, "127.0.0.8") as client:
+        response = client.post("/predict", files={"file": ("digit.png", DIGIT_PNG, "image/png")})
+    request_id = response.headers["x-request-id"]
+    replica = replicas.servers[replicas.addresses.index(response.headers["x-replica"])]
+    time.sleep(0.2)  # nginx writes the access line once the response is sent
+
+    balancer_line = next(
+        json.loads(line) for line in load_balancer.logs().splitlines() if f'"request_id":"{request_id}"' in line
+    )
+    replica_lines = [json.loads(line) for line in replica.log().splitlines() if request_id in line]
+    assert response.status_code == 200
+    assert response.json()["request_id"] == request_id
+    assert len(request_id) == 32
+    assert (balancer_line["uri"], balancer_line["status"]) == ("/predict", 200)
+    access = next(line for line in replica_lines if line["logger"] == "uvicorn.access")
+    shared = {"request_id", "method", "uri", "status"}
+    assert {key: access[key] for key in shared} == {key: balancer_line[key] for key in shared}
+    assert set(access) >= {"time", "level", "client", *shared}
 
 
 def test_killed_replica_loses_no_request_and_rejoins_after_restart(

@@ -53,7 +53,7 @@ def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -
         publish(store, name)
     publish_check(store)
 
-    assert main(["--store", str(store.root), "--per-style", "8", "--out", str(tmp_path / "out")]) == 0
+    assert main(["--store", str(store.root), "--per-category", "4", "--out", str(tmp_path / "out")]) == 0
 
     result = json.loads((tmp_path / "out" / "digit_check.json").read_text())
     assert (tmp_path / "out" / "digit_check.png").stat().st_size > 0

@@ -13,6 +13,7 @@ import torch
 
 from contract import ModelStore
 from contract.ensemble import calibrated_log_probs, ensemble_probs
+from contract.torchscript import load_torchscript
 from evaluation.corruptions import SWEEPS, centre_of_mass, prepare_like_service
 from evaluation.report import REPORT_FILE, ROBUSTNESS_PNG
 from evaluation.results import ENSEMBLE, Comparison, mcnemar_exact
@@ -20,14 +21,14 @@ from evaluation.run import (
     CompareOptions,
     build_comparison,
     count_macs,
-    frame_usps,
     load_usps,
     main,
     parse_pins,
+    usps_as_stored,
 )
 from tests.support.mnist import write_mnist
 from training.data import DataError, balanced_subset, load_mnist
-from training.export import load_torchscript, publish_model
+from training.export import publish_model
 from training.train import build_network, to_inputs
 
 NAMES = ("mlp", "lenet5", "cnn")
@@ -89,13 +90,12 @@ def test_load_usps_rejects_a_malformed_file(tmp_path: Path, content: str, messag
         load_usps(path)
 
 
-def test_usps_digits_are_framed_with_a_background_margin_for_the_service(tmp_path: Path) -> None:
+def test_usps_digits_are_sent_edge_to_edge_as_the_data_comes(tmp_path: Path) -> None:
     images, _ = load_usps(write_usps(tmp_path / "zip.test.gz", 3))
-    framed = frame_usps(images)
-    assert framed.shape == (3, 1, 24, 24)
-    torch.testing.assert_close(framed[:, 0, 4:20, 4:20], images.float() / 255.0)
-    assert float(framed.sum()) == float(images.float().sum()) / 255.0
-    prepared, refused = prepare_like_service(framed)
+    stored = usps_as_stored(images)
+    assert stored.shape == (3, 1, 16, 16)
+    torch.testing.assert_close(stored[:, 0], images.float() / 255.0)
+    prepared, refused = prepare_like_service(stored)
     assert not refused.any()
     # The service scales the 14-pixel-tall bar to the 20-pixel box and centres it by mass at (14, 14).
     rows = torch.nonzero(prepared[0, 0].sum(dim=1)).flatten()

@@ -21,11 +21,13 @@ from imaging.decoding import DecodeLimits, decode_image
 from imaging.digit import (
     CENTRE_OF_MASS,
     DIGIT_BOX_PIXELS,
+    PAPER_MARGIN_PIXELS,
     PreparedDigit,
     center_by_mass,
     crop_to_content,
     fit_into_box,
     invert_if_light_background,
+    pad_with_paper,
     prepare_digit,
     remove_background,
     shrink_to_work_size,
@@ -306,6 +308,46 @@ def test_invert_if_light_background_gives_light_ink_on_dark(ink: int, paper: int
     result = invert_if_light_background(grey)
     assert result[0, 0] < 128
     assert result.max() > 128
+
+
+def test_polarity_of_a_tiny_digit_on_a_large_noisy_page() -> None:
+    # About 40 pixels of ink on 90,000 of paper: far under the 0.5 % tail, which would be the paper's noise.
+    page = np.random.default_rng(0).normal(240, 2, (300, 300))
+    page[100:112, 150:152] = 20
+    page[100:102, 146:154] = 20
+    grey = page.clip(0, 255).astype(np.uint8)
+    assert invert_if_light_background(grey)[105, 150] > 200
+
+
+def _tight_crop(paper: int, ink: int) -> npt.NDArray[np.uint8]:
+    seven = np.asarray(images.seven((120, 120), box=(0, 0, 120, 120), ink=ink, paper=paper))
+    return np.subtract(255, seven, dtype=np.uint8) if paper > ink else seven
+
+
+def test_pad_with_paper_frames_a_tight_crop_with_its_paper_level() -> None:
+    light_on_dark = _tight_crop(paper=250, ink=10)
+    padded = pad_with_paper(light_on_dark)
+    margin = PAPER_MARGIN_PIXELS
+    assert padded.shape == (120 + 2 * margin, 120 + 2 * margin)
+    np.testing.assert_array_equal(padded[margin:-margin, margin:-margin], light_on_dark)
+    assert set(np.unique(padded[0])) == {5}
+
+
+def test_pad_with_paper_leaves_images_with_paper_at_the_border_alone() -> None:
+    grey = np.asarray(images.seven((120, 120), ink=255, paper=0))
+    assert pad_with_paper(grey) is grey
+
+
+def test_pad_with_paper_leaves_unevenly_lit_paper_alone() -> None:
+    ramp = np.tile(np.linspace(0, 120, 120), (120, 1)).astype(np.uint8)
+    ramp[40:80, 0:10] = 255  # ink touching the left edge
+    assert pad_with_paper(ramp) is ramp
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_tight_crop_is_read_as_the_digit(image_format: str, reference: Image2D) -> None:
+    upload = images.encode(Image.fromarray(255 - _tight_crop(paper=245, ink=15)).convert("RGB"), image_format)
+    assert mean_difference(assert_mnist_layout(prepare_digit(upload, LIMITS)), reference) < 0.08
 
 
 def test_polarity_holds_when_the_digit_fills_most_of_the_frame() -> None:

@@ -5,24 +5,23 @@ stays 200; and the first request after the load drops is served at once. A refus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from contract import ModelStore
+from harness.processes import rss_mb
 from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
 from tests.support import images
-from tests.support.servers import ServerFactory, server_env
+from tests.support.servers import ServerFactory, record_figures, server_env
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)
@@ -110,27 +109,6 @@ async def drive(url: str, upload: Upload, workers: int, duration_s: float) -> tu
     return outcomes, time.perf_counter() - started
 
 
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (the fork server and the preprocessing workers)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            children += [int(child) for child in task.read_text().split()]
-    return [pid, *(process for child in children for process in _descendants(child))]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server and its worker processes (uploads are decoded in the workers)."""
-    total_kb = 0
-    for process in _descendants(pid):
-        try:
-            status = Path(f"/proc/{process}/status").read_text()
-        except FileNotFoundError:  # exited meanwhile
-            continue
-        total_kb += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return total_kb / 1024
-
-
 @dataclass
 class Watch:
     """Samples the server's resident memory and readiness until stopped."""
@@ -196,6 +174,27 @@ async def test_overload_is_refused_with_503_and_bounded_latency(store: ModelStor
         watch.peak_rss_mb,
         rss_after_mb,
         recovery.latency_s,
+    )
+    record_figures(
+        "overload",
+        {
+            "queue_max_size": QUEUE_MAX_SIZE,
+            "max_batch_size": MAX_BATCH_SIZE,
+            "preprocess_workers": PREPROCESS_WORKERS,
+            "image_pixels": IMAGE_SIDE_PIXELS**2,
+            "capacity_rps": round(capacity_rps, 1),
+            "overload_factor": round(factor, 1),
+            "answered_200": len(accepted),
+            "answered_503": len(refused),
+            "other_answers": len(outcomes) - len(accepted) - len(refused),
+            "accepted_p99_end_to_end_s": round(percentile([o.latency_s for o in accepted], 0.99), 2),
+            "accepted_p99_in_service_s": round(percentile([o.service_s or 0.0 for o in accepted], 0.99), 2),
+            "queue_bound_s": round(queue_bound_s, 2),
+            "rss_before_mb": round(rss_before_mb),
+            "rss_peak_mb": round(watch.peak_rss_mb),
+            "rss_after_mb": round(rss_after_mb),
+            "first_200_after_load_s": round(recovery.latency_s, 2),
+        },
     )
     assert len(accepted) + len(refused) == len(outcomes)
     assert factor >= MIN_OVERLOAD_FACTOR

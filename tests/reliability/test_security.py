@@ -23,6 +23,7 @@ from service.api import predict as predict_api
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
+from tests.support.admin import ADMIN
 from tests.support.deploy import COMPOSE_FILE, GPU_OVERRIDE_FILE, dockerfile_instructions, load_yaml
 from tests.support.servers import server_env
 from tests.support.stand_ins import publish
@@ -94,7 +95,14 @@ def test_names_from_requests_never_open_a_file(client: TestClient, decoy: Path, 
         by_name = client.get(f"/models/{percent_encoded(name)}")
         predict = client.post("/predict", params={"models": f"cnn,{name}"}, files=upload(b"never read"))
         asset = client.get(f"/static/{percent_encoded(name)}")
+        protocol = [
+            client.get(f"/v2/models/{percent_encoded(name)}"),
+            client.get(f"/v2/models/cnn/versions/{percent_encoded(name)}"),
+            client.post(f"/v2/models/{percent_encoded(name)}/infer", content=b"never read"),
+        ]
 
+    assert [response.status_code for response in protocol] == [404, 404, 404]
+    assert all(str(decoy) not in response.text for response in protocol)
     assert by_name.status_code == 404
     assert predict.status_code == 422
     assert predict.json() == {"detail": errors.UnknownModelError.default_detail}
@@ -166,7 +174,7 @@ def test_forced_internal_failures_are_a_json_500_without_internals(
         responses = [
             client.post("/predict", files=upload(digit_png)),
             client.get("/models"),
-            client.post("/models/reload"),
+            client.post("/models/reload", headers=ADMIN),
         ]
         ready = client.get("/health/ready")
 

@@ -16,7 +16,7 @@ import pytest
 from contract import ModelStore
 from harness.server import RunningServer
 from tests.support import images
-from tests.support.servers import ServerFactory, server_env
+from tests.support.servers import ServerFactory, record_figures, server_env
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)
@@ -137,15 +137,17 @@ async def test_sigterm_drains_by_readiness_then_answers_every_accepted_request(
     slow_status = await finish_slow_upload(*slow, body)
     await asyncio.gather(*workers)
     exit_code = await asyncio.to_thread(server.process.wait, TIMEOUT_S)
-    logger.info(
-        "after SIGTERM: readiness 503 at %.3f s, listening socket closed at %.3f s, exit at %.3f s; load answers %s, "
-        "%d of them after the signal",
-        ready_503_at - sigterm_at,
-        refused_at - sigterm_at,
-        time.monotonic() - sigterm_at,
-        dict(load.outcomes),
-        load.answered_after_sigterm,
-    )
+    exited_at = time.monotonic()
+    figures = {
+        "drain_s": DRAIN_S,
+        "readiness_503_after_s": round(ready_503_at - sigterm_at, 2),
+        "socket_closed_after_s": round(refused_at - sigterm_at, 2),
+        "exit_after_s": round(exited_at - sigterm_at, 2),
+        "load_answers": dict(load.outcomes),
+        "answered_after_sigterm": load.answered_after_sigterm,
+    }
+    logger.info("after SIGTERM: %s", figures)
+    record_figures("shutdown", figures)
 
     assert ready_503_at < refused_at
     assert late.status_code == 200

@@ -19,6 +19,7 @@ from contract import MANIFEST_FILE, MODEL_FILE, ModelStore
 from service import errors
 from service.config import Settings
 from service.main import create_app
+from tests.support.admin import ADMIN, ADMIN_TOKEN
 from tests.support.servers import ServerFactory, server_env
 from tests.support.stand_ins import FixedLogits, publish
 from tests.support.uploads import draw_seven, png_bytes, upload
@@ -128,14 +129,14 @@ def test_server_refuses_exactly_the_bad_versions_and_serves_the_rest(
 
 
 def test_reload_skips_a_publish_cut_short_and_takes_the_finished_one(store: ModelStore, serve: ServerFactory) -> None:
-    server = serve(server_env(store.root))
+    server = serve(server_env(store.root, admin_token=ADMIN_TOKEN))
 
     with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
         crash_mid_copy(store, "cnn", 2)
-        after_crash = client.post("/models/reload").json()
+        after_crash = client.post("/models/reload", headers=ADMIN).json()
         during = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
         publish(store, "cnn", FixedLogits([0.0] * 9 + [5.0]))
-        after_publish = client.post("/models/reload").json()
+        after_publish = client.post("/models/reload", headers=ADMIN).json()
         after = client.post("/predict", params={"models": "cnn"}, files=upload(png_bytes(draw_seven())))
 
     assert after_crash["changes"] == []

@@ -11,6 +11,7 @@ from contract import MODEL_FILE, ModelStore
 from service import errors
 from service.config import Settings
 from service.main import create_app
+from tests.support.admin import ADMIN
 from tests.support.stand_ins import FixedLogits, publish
 from tests.support.uploads import upload
 
@@ -81,7 +82,7 @@ def test_reload_swaps_in_a_new_version_without_a_restart(
 ) -> None:
     publish(store, "mlp", FixedLogits([0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
 
-    response = client.post("/models/reload")
+    response = client.post("/models/reload", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json()["changes"] == [{"name": "mlp", "old_version": 1, "new_version": 2}]
@@ -94,7 +95,7 @@ def test_reload_with_a_broken_new_version_keeps_serving_the_old_one(client: Test
     publish(store, "mlp")
     tamper(store, "mlp", 2)
 
-    response = client.post("/models/reload")
+    response = client.post("/models/reload", headers=ADMIN)
 
     assert response.status_code == 200
     assert response.json()["changes"] == []

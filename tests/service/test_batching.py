@@ -163,6 +163,26 @@ async def test_full_queue_raises_queue_full_at_once() -> None:
     await batcher.stop()
 
 
+async def test_submit_many_queues_all_items_or_none() -> None:
+    batcher, function = await make_batcher(max_batch_size=2, queue_max_size=3)
+    first = await occupy_worker(batcher, function)
+    (queued,) = await submit_all(batcher, ["b"])
+
+    with pytest.raises(QueueFullError):
+        await batcher.submit_many(["x", "y", "z"])
+    assert batcher.queue_depth == 1
+    many = asyncio.create_task(batcher.submit_many(["c", "d"]))
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 3
+
+    function.opened.set()
+    assert await asyncio.wait_for(many, STEP_TIMEOUT_S) == ["cc", "dd"]
+    assert await asyncio.wait_for(asyncio.gather(first, queued), STEP_TIMEOUT_S) == ["firstfirst", "bb"]
+    # Its items were split over batches of two, in order.
+    assert function.batches == [["first"], ["b", "c"], ["d"]]
+    await batcher.stop()
+
+
 async def test_failing_batch_fails_only_its_requests_and_the_worker_continues(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -89,3 +89,29 @@ def test_get_settings_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert first.port == 9001
     get_settings.cache_clear()
     assert "DIGITS_PORT" in os.environ
+
+
+def test_operations_defaults() -> None:
+    settings = Settings()
+
+    assert settings.admin_token is None
+    assert (settings.log_format, settings.tracing_enabled) == ("text", False)
+    assert (settings.max_inflight_bytes, settings.preprocess_timeout_s) == (64 * 1024 * 1024, 10.0)
+    assert (settings.limit_concurrency, settings.backlog) == (512, 1024)
+
+
+def test_budget_below_one_upload_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGITS_MAX_UPLOAD_BYTES", "2000")
+    monkeypatch.setenv("DIGITS_MAX_INFLIGHT_BYTES", "1999")
+
+    with pytest.raises(ValidationError, match="max_inflight_bytes must be at least max_upload_bytes"):
+        Settings()
+
+
+def test_admin_token_is_secret_in_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGITS_ADMIN_TOKEN", "s3cret-token")
+
+    settings = Settings()
+
+    assert settings.admin_token is not None and settings.admin_token.get_secret_value() == "s3cret-token"
+    assert "s3cret-token" not in repr(settings)

@@ -12,6 +12,7 @@ from service import errors
 from service.config import Settings
 from service.deps import STATE_KEY
 from service.main import create_app
+from tests.support.admin import ADMIN
 from tests.support.stand_ins import publish
 from tests.support.uploads import upload
 
@@ -25,11 +26,15 @@ def test_live_returns_200(client: TestClient) -> None:
     assert response.json() == {"status": "alive"}
 
 
-def test_ready_returns_200_with_the_served_models(client: TestClient) -> None:
+def test_ready_returns_200_with_the_served_models_and_versions(client: TestClient) -> None:
     response = client.get("/health/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "models": ["cnn", "lenet5", "mlp"]}
+    assert response.json() == {
+        "status": "ready",
+        "models": ["cnn", "lenet5", "mlp"],
+        "versions": {"cnn": 1, "lenet5": 1, "mlp": 1},
+    }
 
 
 def test_ready_returns_503_until_a_model_is_loaded(settings: Settings, tmp_path: Path) -> None:
@@ -37,7 +42,7 @@ def test_ready_returns_503_until_a_model_is_loaded(settings: Settings, tmp_path:
     with TestClient(create_app(settings.model_copy(update={"model_store_dir": store.root}))) as client:
         before = client.get("/health/ready")
         publish(store, "cnn")
-        client.post("/models/reload")
+        client.post("/models/reload", headers=ADMIN)
         after = client.get("/health/ready")
 
     assert before.status_code == 503

@@ -15,9 +15,17 @@ DOCUMENTED_ERRORS = {
     ("/predict", "post"): {"400", "413", "415", "422", "503"},
     ("/models", "get"): {"503"},
     ("/models/{name}", "get"): {"404", "422", "503"},
-    ("/models/reload", "post"): {"503"},
+    ("/models/reload", "post"): {"401", "403", "404", "503"},
     ("/health/ready", "get"): {"503"},
     ("/metrics", "get"): {"503"},
+}
+# The Open Inference Protocol's routes: {"error": ...} bodies.
+DOCUMENTED_OIP_ERRORS = {
+    ("/v2/health/ready", "get"): {"503"},
+    ("/v2/models/{model_name}", "get"): {"404", "503"},
+    ("/v2/models/{model_name}/versions/{model_version}/ready", "get"): {"404", "503"},
+    ("/v2/models/{model_name}/infer", "post"): {"400", "404", "413", "415", "422", "503"},
+    ("/v2/models/{model_name}/versions/{model_version}/infer", "post"): {"400", "404", "413", "415", "422", "503"},
 }
 
 
@@ -26,14 +34,21 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
 
 
-def test_every_route_documents_its_errors_with_examples(openapi: dict[str, Any]) -> None:
-    for (path, method), statuses in DOCUMENTED_ERRORS.items():
+@pytest.mark.parametrize(
+    ("documented", "model", "key"),
+    [(DOCUMENTED_ERRORS, "ErrorResponse", "detail"), (DOCUMENTED_OIP_ERRORS, "OipErrorResponse", "error")],
+    ids=["ours", "oip"],
+)
+def test_every_route_documents_its_errors_with_examples(
+    openapi: dict[str, Any], documented: dict[tuple[str, str], set[str]], model: str, key: str
+) -> None:
+    for (path, method), statuses in documented.items():
         responses = openapi["paths"][path][method]["responses"]
         assert statuses <= set(responses), path
         for status in statuses:
             content = responses[status]["content"]["application/json"]
-            assert content["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
-            assert all(example["value"]["detail"] for example in content["examples"].values())
+            assert content["schema"] == {"$ref": f"#/components/schemas/{model}"}
+            assert all(example["value"][key] for example in content["examples"].values())
         if "503" in statuses:
             assert "Retry-After" in responses["503"]["headers"]
 

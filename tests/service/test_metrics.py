@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
+from service.deps import STATE_KEY
 from service.main import create_app
 from tests.support.uploads import upload
 
@@ -51,3 +52,26 @@ def test_each_app_has_its_own_metrics(app: FastAPI, settings: Settings) -> None:
     live = ("digits_http_requests_total", (("method", "GET"), ("route", "/health/live"), ("status", "200")))
     assert first_values[live] == 1
     assert live not in second_values
+
+
+def test_metrics_cover_stages_confidence_budget_refusals_and_versions(client: TestClient, digit_png: bytes) -> None:
+    client.post("/predict", files=upload(digit_png))
+    client.get("/openapi.json")
+    client.get("/docs")
+    pool = client.app_state[STATE_KEY].preprocess_pool
+    pool._closed = True  # as after shutdown: the next prediction is refused with 503, reason "not_ready"
+    refused = client.post("/predict", files=upload(digit_png))
+    pool._closed = False
+
+    values = samples(client.get("/metrics").text)
+
+    assert refused.status_code == 503
+    assert values[("digits_refusals_total", (("reason", "not_ready"),))] == 1
+    assert values[("digits_preprocess_seconds_count", ())] == 1
+    assert values[("digits_queue_wait_seconds_count", ())] == 1
+    assert values[("digits_prediction_confidence_count", ())] == 1
+    assert values[("digits_inflight_bytes", ())] == 0
+    for model in ("cnn", "lenet5", "mlp"):
+        assert values[("digits_served_model_info", (("model", model), ("version", "1")))] == 1
+    for route in ("/openapi.json", "/docs"):
+        assert values[("digits_http_requests_total", (("method", "GET"), ("route", route), ("status", "200")))] == 1

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from imaging.errors import NoDigitFoundError
-from service.preprocess_pool import PoolClosedError, PoolFullError, PreprocessPool, WorkerDiedError
+from service.preprocess_pool import JobTimeoutError, PoolClosedError, PoolFullError, PreprocessPool, WorkerDiedError
 
 pytestmark = pytest.mark.anyio
 
@@ -173,6 +173,27 @@ async def test_a_dead_worker_costs_only_its_own_job(tmp_path: Path) -> None:
         assert value == 2
     finally:
         await pool.shutdown()
+
+
+async def test_a_job_over_its_deadline_fails_and_its_worker_is_replaced(tmp_path: Path) -> None:
+    pool = PreprocessPool(workers=1, max_waiting=1, job_timeout_s=0.5)
+    await pool.start()
+    try:
+        gate = tmp_path / "gate"  # never opened: the first job would run for STEP_TIMEOUT_S
+        stuck = asyncio.create_task(pool.run(held_job, gate, 1))
+        await wait_started(gate, 1)
+        queued = asyncio.create_task(pool.run(echo, b"next"))
+        started = time.monotonic()
+        with pytest.raises(JobTimeoutError):
+            await asyncio.wait_for(stuck, STEP_TIMEOUT_S)
+        overran_after_s = time.monotonic() - started
+        next_answer = await asyncio.wait_for(queued, STEP_TIMEOUT_S)
+    finally:
+        await pool.shutdown()
+
+    assert overran_after_s < STEP_TIMEOUT_S / 2
+    assert next_answer == b"next"
+    assert pool.pending == 0
 
 
 async def test_the_job_queued_behind_a_fatal_one_runs_on_the_new_worker(pool: PreprocessPool, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from contract import ModelStore
 from harness.server import running_server
+from service import __main__ as service_main
 from tests.support.uploads import upload
 
 
@@ -37,3 +38,21 @@ def test_server_answers_over_http_and_shuts_down_cleanly(store: ModelStore, tmp_
     log = server.log()
     assert "serving on cpu: cnn v1, lenet5 v1, mlp v1" in log
     assert "stopped: every accepted request was answered" in log
+
+
+def test_server_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured: dict[str, object] = {}
+    monkeypatch.setattr(service_main.uvicorn, "run", lambda app, **options: captured.update(options, app=app))
+    monkeypatch.setenv("DIGITS_LIMIT_CONCURRENCY", "64")
+    monkeypatch.setenv("DIGITS_BACKLOG", "128")
+    monkeypatch.setenv("DIGITS_LOG_FORMAT", "json")
+    service_main.get_settings.cache_clear()
+    try:
+        service_main.main()
+    finally:
+        service_main.get_settings.cache_clear()
+
+    assert (captured["app"], captured["limit_concurrency"], captured["backlog"]) == ("service.main:create_app", 64, 128)
+    log_config = captured["log_config"]
+    assert isinstance(log_config, dict)
+    assert log_config["formatters"]["access"]["()"] == "pythonjsonlogger.json.JsonFormatter"

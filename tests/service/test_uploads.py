@@ -1,4 +1,5 @@
-"""Reading the upload from the request stream: the right part, and the byte limit enforced while streaming."""
+"""Reading the upload from the request stream: the right part, the byte limit and the byte budget enforced while
+streaming."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from service.errors import ClientClosedRequestError, ImageTooLargeError, MissingFileError
+from service.errors import ClientClosedRequestError, ImageTooLargeError, MemoryBudgetError, MissingFileError
+from service.inflight import ByteBudget, Reservation
 from service.uploads import read_upload
 
 pytestmark = pytest.mark.anyio
@@ -20,6 +22,11 @@ LIMIT_BYTES = 10_000
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def unbounded() -> Reservation:
+    """A reservation in a budget no test body reaches."""
+    return Reservation(ByteBudget(100 * LIMIT_BYTES))
 
 
 def part(name: str, data: bytes, filename: str | None = "x.png") -> bytes:
@@ -62,14 +69,14 @@ async def test_returns_the_file_part_among_other_fields() -> None:
     body = multipart(part("note", b"hello", filename=None), part("file", b"IMAGE-BYTES"), part("file", b"second"))
     streamed = StreamedRequest(chunked(body, 7))
 
-    assert await read_upload(streamed.request, LIMIT_BYTES) == b"IMAGE-BYTES"
+    assert await read_upload(streamed.request, LIMIT_BYTES, unbounded()) == b"IMAGE-BYTES"
 
 
 async def test_declared_length_over_the_limit_is_refused_before_reading() -> None:
     streamed = StreamedRequest([multipart(part("file", b"x"))], content_length=LIMIT_BYTES + 1)
 
     with pytest.raises(ImageTooLargeError):
-        await read_upload(streamed.request, LIMIT_BYTES)
+        await read_upload(streamed.request, LIMIT_BYTES, unbounded())
     assert streamed.pulled == 0
 
 
@@ -78,7 +85,7 @@ async def test_stream_over_the_limit_is_refused_at_the_first_chunk_past_it() -> 
     streamed = StreamedRequest(chunks)
 
     with pytest.raises(ImageTooLargeError, match=f"larger than the limit of {LIMIT_BYTES} bytes"):
-        await read_upload(streamed.request, LIMIT_BYTES)
+        await read_upload(streamed.request, LIMIT_BYTES, unbounded())
     assert streamed.pulled == LIMIT_BYTES // 1000 + 1
 
 
@@ -89,11 +96,43 @@ async def test_stream_over_the_limit_is_refused_at_the_first_chunk_past_it() -> 
 )
 async def test_body_without_a_file_part_is_missing_file(body: bytes) -> None:
     with pytest.raises(MissingFileError):
-        await read_upload(StreamedRequest([body]).request, LIMIT_BYTES)
+        await read_upload(StreamedRequest([body]).request, LIMIT_BYTES, unbounded())
 
 
 async def test_client_gone_mid_upload_is_client_closed_request() -> None:
     head = multipart(part("file", bytes(100)))[:60]
 
     with pytest.raises(ClientClosedRequestError):
-        await read_upload(StreamedRequest([head], disconnects=True).request, LIMIT_BYTES)
+        await read_upload(StreamedRequest([head], disconnects=True).request, LIMIT_BYTES, unbounded())
+
+
+async def test_declared_length_over_the_budget_is_refused_before_reading() -> None:
+    budget = ByteBudget(LIMIT_BYTES)
+    streamed = StreamedRequest([multipart(part("file", b"x"))], content_length=LIMIT_BYTES // 2)
+
+    with budget.reserve() as other, budget.reserve() as this:
+        other.ensure(LIMIT_BYTES // 2 + 1)
+        with pytest.raises(MemoryBudgetError):
+            await read_upload(streamed.request, LIMIT_BYTES, this)
+        assert this.bytes == 0
+    assert streamed.pulled == 0
+    assert budget.in_use_bytes == 0
+
+
+async def test_chunked_body_is_counted_as_it_streams_and_refused_past_the_budget() -> None:
+    budget = ByteBudget(LIMIT_BYTES)
+    chunks = chunked(multipart(part("file", bytes(LIMIT_BYTES // 2))), 1000)
+
+    refused = StreamedRequest(chunks)
+    with budget.reserve() as other, budget.reserve() as this:
+        other.ensure(LIMIT_BYTES * 3 // 4)
+        with pytest.raises(MemoryBudgetError):
+            await read_upload(refused.request, LIMIT_BYTES, this)
+    with budget.reserve() as alone:
+        data = await read_upload(StreamedRequest(chunks).request, LIMIT_BYTES, alone)
+        held = budget.in_use_bytes
+
+    assert refused.pulled == LIMIT_BYTES // 4 // 1000 + 1
+    assert data == bytes(LIMIT_BYTES // 2)
+    assert held == sum(map(len, chunks))
+    assert budget.in_use_bytes == 0

@@ -70,11 +70,29 @@ def exec_form(arguments: str) -> list[str]:
     return array
 
 
+def nginx_size_bytes(size: str) -> int:
+    """An nginx size such as ``10m`` (also ingress-nginx's ``proxy-body-size``) in bytes."""
+    match = re.fullmatch(r"(\d+)([km]?)", size)
+    if match is None:
+        raise ValueError(f"not an nginx size: {size!r}")
+    return int(match.group(1)) * _NGINX_SIZE_UNITS[match.group(2)]
+
+
 def nginx_body_limit_bytes() -> int:
-    match = re.search(r"^\s*client_max_body_size\s+(\d+)([km]?);", NGINX_CONF.read_text(), re.MULTILINE)
+    match = re.search(r"^\s*client_max_body_size\s+(\S+);", NGINX_CONF.read_text(), re.MULTILINE)
     if match is None:
         raise ValueError(f"no client_max_body_size in {NGINX_CONF}")
-    return int(match.group(1)) * _NGINX_SIZE_UNITS[match.group(2)]
+    return nginx_size_bytes(match.group(1))
+
+
+def nginx_rate_limit() -> tuple[int, int]:
+    """Requests per second and burst of the per-client limit in nginx.conf."""
+    text = NGINX_CONF.read_text()
+    rate = re.search(r"limit_req_zone .* rate=(\d+)r/s;", text)
+    burst = re.search(r"limit_req zone=\S+ burst=(\d+)", text)
+    if rate is None or burst is None:
+        raise ValueError(f"no per-client rate limit in {NGINX_CONF}")
+    return int(rate.group(1)), int(burst.group(1))
 
 
 def image_env(path: Path = DOCKERFILE) -> dict[str, str]:

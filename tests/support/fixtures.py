@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from contract import ModelStore
 from service.config import Settings
 from service.main import create_app
+from tests.support.admin import ADMIN_TOKEN
 from tests.support.stand_ins import MODEL_NAMES, publish
 from tests.support.uploads import draw_seven, png_bytes
 
@@ -56,6 +57,7 @@ def settings(store: ModelStore) -> Settings:
         preprocess_workers=1,
         max_upload_bytes=256 * 1024,
         max_image_pixels=1_000_000,
+        admin_token=ADMIN_TOKEN,
     )
 
 

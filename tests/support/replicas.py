@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.server import REPO_ROOT, RunningServer, start_server
+from tests.support.admin import ADMIN_TOKEN
 from tests.support.deploy import deployed_app_environment
 
 REPLICA_COUNT = 3
@@ -17,6 +18,10 @@ REPLICA_ENV = {
     "DIGITS_DEVICE": "cpu",
     "DIGITS_TORCH_THREADS": "1",
     "DIGITS_PREPROCESS_WORKERS": "1",
+    "DIGITS_LOG_FORMAT": deployed_app_environment()["DIGITS_LOG_FORMAT"],
+    # Every request logged, so a test can follow one from the balancer's log into the replica's.
+    "DIGITS_ACCESS_LOG": "true",
+    "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
 }
 
 

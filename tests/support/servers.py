@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+from bench.reliability_report import FIGURES_DIR_VARIABLE
 from harness.server import REPO_ROOT, RunningServer
 from service.config import Settings
 
 COMMITTED_STORE = REPO_ROOT / "model_store"
 
 ServerFactory = Callable[[Mapping[str, str]], RunningServer]
+
+
+def record_figures(name: str, figures: Mapping[str, object]) -> None:
+    """Write a test's measured figures for ``python -m bench.reliability_report``; nothing in a plain test run."""
+    target = os.environ.get(FIGURES_DIR_VARIABLE)
+    if target:
+        Path(target, f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
 def clean_settings(**fields: object) -> Settings:
