@@ -121,6 +121,7 @@ def expect_answer(page: Page, digit: int) -> None:
     for latency in ("#latency-server", "#latency-total"):
         expect(page.locator(latency)).to_have_text(re.compile(r"^[\d.,]+ ms$"))
     expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#digit-check")).to_be_hidden()
 
 
 def test_upload_of_an_mnist_digit_shows_every_model_and_the_ensemble(page: Page, server: RunningServer) -> None:
@@ -153,6 +154,28 @@ def test_drawing_is_predicted_when_the_stroke_ends(page: Page, digit: int, strok
 
     expect_answer(page, digit)
     expect(page.locator("#status")).to_contain_text(f"Prediction for your drawing: {digit} (")
+
+
+@pytest.mark.parametrize(
+    ("strokes", "notice"),
+    [
+        # A capital A: two slanted strokes and a bar.
+        ([[(0.2, 0.85), (0.5, 0.15), (0.8, 0.85)], [(0.33, 0.55), (0.67, 0.55)]], "does not look like a handwritten"),
+        # "11" drawn side by side with a gap: two digits.
+        ([[(0.3, 0.2), (0.3, 0.8)], [(0.7, 0.2), (0.7, 0.8)]], "looks like several digits"),
+    ],
+    ids=["letter", "number"],
+)
+def test_drawing_that_is_not_one_digit_says_so_and_still_shows_the_guesses(
+    page: Page, strokes: Sequence[Stroke], notice: str
+) -> None:
+    draw(page, strokes)
+
+    expect(page.locator("#digit-check")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#digit-check")).to_contain_text(notice)
+    expect(page.locator("#status")).to_contain_text(notice)
+    expect(page.locator("#ensemble-digit")).to_have_text(re.compile(r"^\d$"))
+    expect(page.locator("#models .model")).to_have_count(len(MODEL_NAMES))
 
 
 def test_clear_erases_the_drawing_and_its_results(page: Page) -> None:
