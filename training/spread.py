@@ -3,7 +3,8 @@
 Each seed trains the chosen models from scratch with the default recipe (its own validation hold-out, weights,
 warps and order), fits temperatures and ensemble weights on its validation split and reads the test set once.
 ``python -m training.spread --seeds 0 1 2`` writes each seed's validation and test accuracy per model and for
-the ensemble, with their mean and sample standard deviation, to ``reports/training/spread.json``.
+the ensemble, with their mean and sample standard deviation, to ``reports/training/spread.json``; seeds run as
+separate processes (``--seeds 0 --out a.json`` ...) are combined with ``--merge a.json b.json ...``.
 """
 
 from __future__ import annotations
@@ -50,17 +51,33 @@ def spread(models: Sequence[str], seeds: Sequence[int], data_dir: Path, quick: b
             ensemble = summary["ensemble"]
             rows["ensemble"] = {"validation": ensemble["validation_accuracy"], "test": ensemble["accuracy"]}
         runs[str(seed)] = rows
+    return _result("quick" if quick else "default", models, runs)
+
+
+def _result(recipe: str, models: Sequence[str], runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     names = list(next(iter(runs.values())))
     return {
-        "recipe": "quick" if quick else "default",
+        "recipe": recipe,
         "models": list(models),
-        "seeds": list(seeds),
+        "seeds": [int(seed) for seed in runs],
         "runs": runs,
         "summary": {
-            name: {split: summarise([runs[str(s)][name][split] for s in seeds]) for split in ("validation", "test")}
+            name: {split: summarise([run[name][split] for run in runs.values()]) for split in ("validation", "test")}
             for name in names
         },
     }
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs of the same recipe and models over different seeds."""
+    if len({(r["recipe"], tuple(r["models"])) for r in results}) != 1:
+        raise ValueError("only runs of the same recipe and models can be merged")
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    for result in results:
+        if runs.keys() & result["runs"].keys():
+            raise ValueError(f"seed {sorted(runs.keys() & result['runs'].keys())} appears twice")
+        runs.update(result["runs"])
+    return _result(results[0]["recipe"], results[0]["models"], dict(sorted(runs.items(), key=lambda i: int(i[0]))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,10 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--dry-run", action="store_true", help="the quick recipe: one epoch on 2,000 images")
+    parser.add_argument("--merge", nargs="+", type=Path, help="combine these outputs instead of training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    result = spread(args.models, args.seeds, args.data_dir or default_data_dir(), quick=args.dry_run)
+    if args.merge:
+        result = merge([json.loads(path.read_text()) for path in args.merge])
+    else:
+        result = spread(args.models, args.seeds, args.data_dir or default_data_dir(), quick=args.dry_run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return 0
