@@ -54,12 +54,12 @@ VALIDATION_PASS_RATE = 0.995
 # "uploads" counts are per upload style.
 _TRAIN_COUNTS = {
     "digits": 30_000,
-    "digit_uploads": 4_000,
+    "digit_uploads": 2_000,
     "font_digits": 2_000,
     "numbers": 20_000,
     "number_uploads": 1_000,
-    "glyphs": 16_000,
-    "scribbles": 12_000,
+    "glyphs": 12_000,
+    "scribbles": 8_000,
 }
 _VALIDATION_COUNTS = {
     "digit_uploads": 500,
@@ -71,11 +71,12 @@ _VALIDATION_COUNTS = {
 # Seeds of the synthetic draws: validation draws differ from training draws.
 _TRAIN_DRAW_SEED = 1
 _VALIDATION_DRAW_SEED = 2
-# Printed and drawn shapes need the digits' warps, elastic distortion of the printed glyphs' straight strokes,
-# and pens of other widths.
-CHECK_AUGMENT = AugmentConfig(stroke_prob=0.3, elastic=True)
-# Twelve epochs of LeNet-5 over ~100k images: the validation accuracy has levelled off by then (see the manifest).
-CHECK_EPOCHS = 12
+# Printed and drawn shapes need the digits' warps, plus pens of other widths. Elastic distortion, more synthetic
+# images and 12 epochs were tried: on the validation split they flagged fewer letters, symbols and scribbles
+# (95.6 % against 97.2 % at the same 99.5 % of digits passing).
+CHECK_AUGMENT = AugmentConfig(stroke_prob=0.3)
+# Ten epochs of LeNet-5 over ~85k images: the validation accuracy has levelled off by then (see the manifest).
+CHECK_EPOCHS = 10
 
 
 @dataclass(frozen=True)
