@@ -37,6 +37,8 @@ _LOCK_FILE = ".publish.lock"
 # Names become folder names and URL path segments: keep them to a safe alphabet so no request can leave the store.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Triton's default for the batch dimension; the service's own batch size is a separate setting.
+# A line reader's variable width, at its Triton warm-up.
+_TRITON_WARMUP_VARIABLE_DIM = 64
 _TRITON_MAX_BATCH_SIZE = 256
 # Triton's dynamic batcher set up as the service batches by default (DIGITS_MAX_BATCH_SIZE, DIGITS_MAX_BATCH_WAIT_MS,
 # DIGITS_QUEUE_MAX_SIZE); tests/contract/test_triton_config.py checks that they agree.
@@ -82,14 +84,40 @@ INPUT_SPEC = TensorSpec(
     description="grey image in [0, 1], white digit on black (MNIST polarity), 20x20 box centred by mass",
 )
 OUTPUT_SPEC = TensorSpec(name="output__0", dims=[NUM_CLASSES], description="logits for digits 0-9")
-# What a model does, read from its manifest (never from its name): digit classifiers answer "which digit", the
-# digit check answers "is this one handwritten digit at all" for the same 28x28 input.
-ModelKind = Literal["digit_classifier", "digit_check"]
-# The digit check's classes, in the order of its logits.
+# The line reader's strip height (see imaging.lines) and its CTC classes: the blank, then the ten digits.
+LINE_HEIGHT = 32
+LINE_INPUT_SPEC = TensorSpec(
+    name="input__0",
+    dims=[1, LINE_HEIGHT, -1],
+    description="one line of digits in [0, 1], light ink on black, 32 px high, width a multiple of 4 (zero-padded)",
+)
+LINE_OUTPUT_SPEC = TensorSpec(
+    name="output__0",
+    dims=[-1, NUM_CLASSES + 1],
+    description="per 4-column frame, CTC logits: index 0 the blank, index d + 1 the digit d",
+)
+# The digit check's classes, in the order of its logits: is a 28x28 input one handwritten digit at all?
 CHECK_CLASSES = ("one digit", "several digits", "not a digit")
 CHECK_OUTPUT_SPEC = TensorSpec(
     name="output__0", dims=[len(CHECK_CLASSES)], description="logits for: one digit, several digits, not a digit"
 )
+# What a model does, read from its manifest (never from its name): the service serves each kind on its own route,
+# and the digit check beside the digit classifiers.
+ModelKind = Literal["digit_classifier", "line_reader", "digit_check"]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A kind of model and its tensors: what a publisher puts in its card's ``kind``, ``input`` and ``output``."""
+
+    kind: ModelKind
+    input: TensorSpec
+    output: TensorSpec
+
+
+DIGIT_CLASSIFIER = Signature("digit_classifier", INPUT_SPEC, OUTPUT_SPEC)
+LINE_READER = Signature("line_reader", LINE_INPUT_SPEC, LINE_OUTPUT_SPEC)
+DIGIT_CHECK = Signature("digit_check", INPUT_SPEC, CHECK_OUTPUT_SPEC)
 
 
 class ModelCard(BaseModel):
@@ -99,7 +127,7 @@ class ModelCard(BaseModel):
 
     torch_version: str
     parameters: int = Field(ge=0)
-    # Manifests written before the digit check existed describe digit classifiers.
+    # Manifests written before line readers existed describe digit classifiers.
     kind: ModelKind = "digit_classifier"
     input: TensorSpec = INPUT_SPEC
     output: TensorSpec = OUTPUT_SPEC
@@ -135,21 +163,28 @@ class VerifiedModel:
     model_bytes: bytes
 
 
+def signature_of(card: ModelCard) -> Signature:
+    """The kind and tensors a card (or a manifest) states."""
+    return Signature(card.kind, card.input, card.output)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def triton_config(name: str, output: TensorSpec = OUTPUT_SPEC) -> str:
-    """The Triton ``config.pbtxt`` for a model of this store's input signature and ``output``.
+def triton_config(name: str, signature: Signature = DIGIT_CLASSIFIER) -> str:
+    """The Triton ``config.pbtxt`` for a model of ``signature`` (-1 marks a variable dimension, as in Triton).
 
     Like the service: the latest version only, batches preferred at the service's size after at most its wait,
     a bounded queue (beyond it Triton refuses at once), and warm-up at batch 1 and that size before serving.
     """
-    in_dims = ", ".join(str(d) for d in INPUT_SPEC.dims)
-    out_dims = ", ".join(str(d) for d in output.dims)
+    in_dims = ", ".join(str(d) for d in signature.input.dims)
+    out_dims = ", ".join(str(d) for d in signature.output.dims)
+    # Warm-up inputs need concrete sizes: a variable dimension (a line's width) is warmed up at 64.
+    warm_dims = ", ".join(str(d if d > 0 else _TRITON_WARMUP_VARIABLE_DIM) for d in signature.input.dims)
     warmups = "".join(
-        f'  {{ name: "batch_{size}" batch_size: {size} inputs {{ key: "{INPUT_SPEC.name}" '
-        f"value {{ data_type: TYPE_FP32 dims: [ {in_dims} ] random_data: true }} }} }}{sep}\n"
+        f'  {{ name: "batch_{size}" batch_size: {size} inputs {{ key: "{signature.input.name}" '
+        f"value {{ data_type: TYPE_FP32 dims: [ {warm_dims} ] random_data: true }} }} }}{sep}\n"
         for size, sep in ((1, ","), (_TRITON_PREFERRED_BATCH_SIZE, ""))
     )
     return (
@@ -157,8 +192,8 @@ def triton_config(name: str, output: TensorSpec = OUTPUT_SPEC) -> str:
         'platform: "pytorch_libtorch"\n'
         f"max_batch_size: {_TRITON_MAX_BATCH_SIZE}\n"
         "version_policy { latest { num_versions: 1 } }\n"
-        f'input [{{ name: "{INPUT_SPEC.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
-        f'output [{{ name: "{output.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
+        f'input [{{ name: "{signature.input.name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}]\n'
+        f'output [{{ name: "{signature.output.name}" data_type: TYPE_FP32 dims: [ {out_dims} ] }}]\n'
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {_TRITON_PREFERRED_BATCH_SIZE} ]\n"
         f"  max_queue_delay_microseconds: {_TRITON_MAX_QUEUE_DELAY_US}\n"
@@ -310,18 +345,18 @@ class ModelStore:
                 target = self.version_dir(name, version)
                 os.rename(staging, target)
                 _fsync_path(folder)
-                self._write_triton_config(name, card.output)
+                self._write_triton_config(name, signature_of(card))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.read_verified(name, version)
         return manifest
 
-    def _write_triton_config(self, name: str, output: TensorSpec) -> None:
+    def _write_triton_config(self, name: str, signature: Signature) -> None:
         folder = self.model_dir(name)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(triton_config(name, output).encode())
+            handle.write(triton_config(name, signature).encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, folder / CONFIG_FILE)

@@ -83,14 +83,17 @@ def _display_order(names: Sequence[str]) -> list[str]:
 
 
 def load_members(store: ModelStore, pins: Mapping[str, int], device: torch.device) -> list[LoadedModel]:
-    """Every model in the store at its pinned (else latest) version, verified and warmed up as the service does."""
-    names = _display_order(sorted({*store.model_names("digit_classifier"), *pins}))
-    if not names:
-        raise StoreError(f"no models in the store at {store.root}")
-    return [
+    """Every digit classifier in the store at its pinned (else latest) version, verified and warmed up as the
+    service does; line readers (told apart by their manifest) are measured by :mod:`evaluation.reading`."""
+    names = _display_order(sorted({*store.model_names(), *pins}))
+    members = [
         load_model(store, name, pins.get(name) or store.resolve(name), device, warmup_batch_sizes=(1, THROUGHPUT_BATCH))
         for name in names
     ]
+    classifiers = [member for member in members if member.manifest.kind == "digit_classifier"]
+    if not classifiers:
+        raise StoreError(f"no digit classifiers in the store at {store.root}")
+    return classifiers
 
 
 def count_macs(model_bytes: bytes) -> int:
@@ -366,12 +369,8 @@ def build_comparison(options: CompareOptions) -> Comparison:
 # -- command line ----------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digits-evaluate",
-        description="Measure every model in the store and their ensemble side by side; write a markdown report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The store, pinned versions, MNIST and USPS: what every evaluation reads."""
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store root")
     parser.add_argument(
         "--versions", nargs="*", default=[], metavar="NAME=VERSION", help="pinned versions (default: latest of each)"
@@ -383,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"MNIST IDX files (default: ${DATA_DIR_ENV} or ../shared/data/mnist)",
     )
     parser.add_argument("--usps", type=Path, default=DEFAULT_USPS, help="USPS test digits (zip.test.gz)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digits-evaluate",
+        description="Measure every model in the store and their ensemble side by side; write a markdown report.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_arguments(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for comparison.md and the PNGs")
     parser.add_argument("--limit", type=int, default=None, help="class-balanced cap on the MNIST and USPS images")
     parser.add_argument("--robustness-images", type=int, default=ROBUSTNESS_IMAGES, help="subset for the curves")

@@ -25,13 +25,12 @@ import torch
 from contract import IMAGE_SIZE, ModelStore
 from contract.device import select_device
 from evaluation import renderings
-from evaluation.run import DEFAULT_USPS, combine, load_members, load_usps, parse_pins, predict_log_probs
+from evaluation.run import add_data_arguments, combine, load_members, load_usps, parse_pins, predict_log_probs
 from imaging.decoding import DecodeLimits
 from imaging.digit import prepare_digit
 from imaging.errors import ImagingError
 from service.registry import LoadedModel
 from training.data import default_data_dir, load_mnist
-from training.train import DEFAULT_STORE
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render the realistic upload suite, read it through the service's preprocessing, report.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store root")
-    parser.add_argument("--versions", nargs="*", default=[], metavar="NAME=VERSION", help="pinned versions")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files")
-    parser.add_argument("--usps", type=Path, default=DEFAULT_USPS, help="USPS test digits (zip.test.gz)")
+    add_data_arguments(parser)
     parser.add_argument("--per-category", type=int, default=IMAGES_PER_CATEGORY, help="uploads per category")
     parser.add_argument("--seed", type=int, default=0, help="picks the digits and every rendering's random draws")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for uploads.json and uploads.md")

@@ -203,11 +203,11 @@ def pad_with_paper(grey: GreyArray) -> GreyArray:
     """Surround a light-on-dark image whose ink touches the border with ``PAPER_MARGIN_PIXELS`` of its paper level.
 
     Ink and paper are split by Otsu's threshold over the whole image. When what crosses the border is ink (at
-    least half as far above the paper as the brightest strokes) and the paper seen on the four sides is at one
-    level (within ``FLAT_BORDER_LEVELS``: a scan, a canvas, a dataset image), the margin gives the background
-    statistics of :func:`remove_background` real paper to measure, as if the digit had been cropped with some room
-    around it. Anything else (paper brightening towards an edge under uneven light, a photo) is returned as it is:
-    there the border statistics come from a spatial background estimate.
+    least half as far above the paper as the brightest strokes, in runs of pixels rather than single noisy ones)
+    and the paper seen on the four sides is at one level (within ``FLAT_BORDER_LEVELS``: a scan, a canvas, a
+    dataset image), the margin gives the background statistics of :func:`remove_background` real paper to measure,
+    as if the digit had been cropped with some room around it. Anything else (paper brightening towards an edge
+    under uneven light, a photo, noise) is returned as it is: there the background comes from a lighting fit.
     """
     histogram = _histogram(grey)
     threshold = _otsu_threshold(histogram)
@@ -220,7 +220,12 @@ def pad_with_paper(grey: GreyArray) -> GreyArray:
     levels = [np.percentile(paper, 100 * PAPER_QUANTILE) for side in sides if (paper := side[side <= threshold]).size]
     level = float(np.percentile(border[border <= threshold], 100 * PAPER_QUANTILE))
     (ink_core,) = _quantiles(histogram, 1.0 - _ink_tail(grey))
-    if max(levels) - min(levels) > FLAT_BORDER_LEVELS or np.median(crossing) - level < (ink_core - level) / 2:
+    uneven = max(levels) - min(levels) > FLAT_BORDER_LEVELS
+    faint = np.median(crossing) - level < (ink_core - level) / 2
+    # A stroke crosses the border as a run of pixels; noise that crosses the threshold does so pixel by pixel.
+    runs = [side > threshold for side in sides]
+    in_runs = sum(int((run[1:] & run[:-1]).sum()) for run in runs)
+    if uneven or faint or 2 * in_runs < crossing.size:
         return grey
     return np.pad(grey, PAPER_MARGIN_PIXELS, constant_values=round(level))
 

@@ -164,7 +164,7 @@ class BatchPredictor:
         logits: dict[str, list[list[float]]] = {}
         log_probs: dict[str, torch.Tensor] = {}
         row_of: dict[str, dict[int, int]] = {}
-        for name in models.names():
+        for name in models.classifiers():
             rows = [i for i, request in enumerate(group) if name in request.selected]
             if not rows:
                 continue

@@ -72,12 +72,15 @@ def _version_matches(requested: str | None, version: int) -> bool:
 
 
 def find_model(snapshot: ModelSet, name: str, version: str | None = None) -> OipModel:
-    """The served model ``name`` (``version``: any loaded one, default the served one), else 404."""
-    if name == ENSEMBLE_NAME and snapshot.names() and _version_matches(version, ENSEMBLE_VERSION):
-        return OipModel(ENSEMBLE_NAME, ENSEMBLE_VERSION, tuple(snapshot.names()), snapshot)
-    if name in snapshot and _version_matches(version, snapshot[name].version):
+    """The served digit classifier ``name`` (``version``: any loaded one, default the served one), else 404.
+
+    Line readers take another tensor (see ``/read``) and are not offered here."""
+    classifiers = snapshot.classifiers()
+    if name == ENSEMBLE_NAME and classifiers and _version_matches(version, ENSEMBLE_VERSION):
+        return OipModel(ENSEMBLE_NAME, ENSEMBLE_VERSION, tuple(classifiers), snapshot)
+    if name in classifiers and _version_matches(version, snapshot[name].version):
         return OipModel(name, snapshot[name].version, (name,), snapshot)
-    loaded = ", ".join([*snapshot.names(), ENSEMBLE_NAME] if snapshot.names() else [])
+    loaded = ", ".join([*classifiers, ENSEMBLE_NAME] if classifiers else [])
     raise OipModelNotFoundError(
         f"No such model or version is loaded (loaded models: {loaded or 'none'}). "
         "GET /v2/models/{name} lists a model's loaded versions."

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from contract import CHECK_CLASSES, IMAGE_SIZE, NUM_CLASSES, Manifest, ModelKind, ModelStore, StoreError
+from contract import CHECK_CLASSES, IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelKind, ModelStore, StoreError
 from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ _PROBE_SEED = 0
 # The optimised graph must reproduce the stored model's logits; fusing batch norm into convolutions changes
 # rounding only, far below this.
 _OPTIMIZED_ATOL = 1e-3
-# The width of each kind's logits.
-_OUTPUT_WIDTH: dict[ModelKind, int] = {"digit_classifier": NUM_CLASSES, "digit_check": len(CHECK_CLASSES)}
+# The line reader's probe: a strip of 16 frames (64 columns), about three digits.
+_PROBE_LINE_WIDTH = 64
+_LINE_FRAME_PIXELS = 4
 
 
 class ModelLoadError(Exception):
@@ -56,14 +57,9 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ModelSet:
-    """An immutable snapshot of the served models, in configuration order; a request uses exactly one.
-
-    ``models`` are the digit classifiers (what requests select and the ensemble combines); ``check`` is the digit
-    check that says whether an image is one digit at all, when the store holds one.
-    """
+    """An immutable snapshot of the served models, in configuration order; a request uses exactly one."""
 
     models: Mapping[str, LoadedModel] = field(default_factory=dict)
-    check: LoadedModel | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.models
@@ -72,7 +68,21 @@ class ModelSet:
         return self.models[name]
 
     def names(self) -> list[str]:
+        """Every served model, whatever its kind."""
         return list(self.models)
+
+    def classifiers(self) -> list[str]:
+        """The digit classifiers (``/predict``'s models), told apart by their manifest's kind."""
+        return [name for name, model in self.models.items() if model.manifest.kind == "digit_classifier"]
+
+    def readers(self) -> list[str]:
+        """The line readers (``/read``'s models)."""
+        return [name for name, model in self.models.items() if model.manifest.kind == "line_reader"]
+
+    @property
+    def check(self) -> LoadedModel | None:
+        """The digit check that says whether an image is one digit at all (the first one served), if any."""
+        return next((model for model in self.models.values() if model.manifest.kind == "digit_check"), None)
 
 
 @dataclass(frozen=True)
@@ -101,22 +111,35 @@ class ModelChange:
     new_version: int | None
 
 
-def _probe_batch(batch_size: int, device: torch.device) -> torch.Tensor:
+def _probe_batch(batch_size: int, device: torch.device, manifest: Manifest) -> torch.Tensor:
     generator = torch.Generator().manual_seed(_PROBE_SEED)
-    return torch.rand((batch_size, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator).to(device)
+    if manifest.kind == "line_reader":
+        shape = (batch_size, 1, LINE_HEIGHT, _PROBE_LINE_WIDTH)
+    else:
+        shape = (batch_size, 1, IMAGE_SIZE, IMAGE_SIZE)
+    return torch.rand(shape, generator=generator).to(device)
 
 
-def _checked_logits(module: ScriptModule, batch: torch.Tensor, width: int = NUM_CLASSES) -> torch.Tensor:
+def _expected_output(batch: torch.Tensor, kind: ModelKind) -> tuple[int, ...]:
+    if kind == "digit_check":
+        return (batch.shape[0], len(CHECK_CLASSES))
+    if batch.shape[2] == IMAGE_SIZE and batch.shape[3] == IMAGE_SIZE:
+        return (batch.shape[0], NUM_CLASSES)
+    return (batch.shape[0], batch.shape[3] // _LINE_FRAME_PIXELS, NUM_CLASSES + 1)
+
+
+def _checked_logits(module: ScriptModule, batch: torch.Tensor, kind: ModelKind) -> torch.Tensor:
     logits = module(batch)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch.shape[0], width):
+    expected = _expected_output(batch, kind)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ModelLoadError(f"output is {shape}, expected (N, {width}) logits")
+        raise ModelLoadError(f"output is {shape}, expected {expected} logits")
     if not torch.isfinite(logits).all():
         raise ModelLoadError("output contains NaN or infinite values")
     return logits
 
 
-def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, width: int) -> ScriptModule:
+def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, kind: ModelKind) -> ScriptModule:
     """The frozen, inference-optimised graph if it reproduces ``module`` on ``probe``, else ``module`` itself.
 
     Freezing folds batch norm into the convolutions and drops dropout: about 30 % less CPU per image for the
@@ -124,7 +147,7 @@ def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, width: int)
     """
     try:
         optimized = optimize_for_inference(module)
-        if torch.allclose(_checked_logits(optimized, probe, width), module(probe), atol=_OPTIMIZED_ATOL):
+        if torch.allclose(_checked_logits(optimized, probe, kind), module(probe), atol=_OPTIMIZED_ATOL):
             return optimized
         logger.warning("%s: the optimised graph changes the outputs; serving the graph as stored", name)
     except Exception:
@@ -148,7 +171,6 @@ def load_model(
     """
     verified = store.read_verified(name, version)
     label = f"{name} v{version}"
-    width = _OUTPUT_WIDTH[verified.manifest.kind]
     with torch.inference_mode():
         try:
             module = load_torchscript(verified.model_bytes, device)
@@ -156,9 +178,10 @@ def load_model(
             logger.warning("%s: torch.jit.load failed", label, exc_info=True)
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None
         try:
-            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device), width)
+            manifest = verified.manifest
+            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest), manifest.kind)
             for batch_size in warmup_batch_sizes:
-                _checked_logits(module, _probe_batch(batch_size, device), width)
+                _checked_logits(module, _probe_batch(batch_size, device, manifest), manifest.kind)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from None
         except Exception:
@@ -170,10 +193,10 @@ def load_model(
 class ModelRegistry:
     """The configured models and the versions being served; :meth:`refresh` (re)loads from the store.
 
-    ``names`` empty means every digit classifier in the store. ``pinned`` maps a name to the only version to
-    serve; other models follow the store's latest version. Every digit check in the store is configured too
-    unless ``digit_check`` is off; the first one served answers whether an image is one digit. Served models
-    are never dropped by a refresh: a model whose new version fails keeps serving the version it had.
+    ``names`` empty means every model in the store. ``pinned`` maps a name to the only version to serve;
+    other models follow the store's latest version. Every digit check in the store is configured too (also
+    beside explicit ``names``) unless ``digit_check`` is off. Served models are never dropped by a refresh: a
+    model whose new version fails keeps serving the version it had.
     """
 
     def __init__(
@@ -208,17 +231,17 @@ class ModelRegistry:
         return dict(self._statuses)
 
     def configured_names(self) -> list[str]:
-        """The configured list, or every digit classifier in the store plus pinned and already served ones; then
-        the digit checks (in the store or served) unless they are turned off."""
+        """The configured list, or every model in the store plus pinned and already served ones; the digit
+        checks (in the store or served) beside them, or none when they are turned off."""
         current = self._models
+        checks = set(self.store.model_names("digit_check")) - set(self.store.model_names("digit_classifier"))
+        checks |= {name for name, model in current.models.items() if model.manifest.kind == "digit_check"}
         if self._names:
             names = list(self._names)
         else:
-            classifiers = self.store.model_names("digit_classifier")
-            names = sorted({*classifiers, *self._pinned, *current.names()})
+            names = sorted({*self.store.model_names(), *self._pinned, *current.names()} - checks)
         if self._digit_check:
-            checks = sorted({*self.store.model_names("digit_check"), *([current.check.name] if current.check else [])})
-            names += [name for name in checks if name not in names]
+            names += sorted(checks - set(names))
         return names
 
     def refresh(self) -> list[ModelChange]:
@@ -230,18 +253,15 @@ class ModelRegistry:
         with self._refresh_lock:
             current = self._models
             statuses = {
-                name: self._resolve(name, self._pinned.get(name, "latest"), _served(current, name))
+                name: self._resolve(name, self._pinned.get(name, "latest"), current.models.get(name))
                 for name in self.configured_names()
             }
-            served = [status.served for status in statuses.values() if status.served is not None]
-            self._models = ModelSet(
-                {model.name: model for model in served if model.manifest.kind == "digit_classifier"},
-                next((model for model in served if model.manifest.kind == "digit_check"), None),
-            )
+            served = {name: status.served for name, status in statuses.items() if status.served is not None}
+            self._models = ModelSet(served)
             previous, self._statuses = self._statuses, statuses
         changes = []
         for name, status in statuses.items():
-            old = _served(current, name)
+            old = current.models.get(name)
             if old is not status.served:
                 new_version = status.served.version if status.served is not None else None
                 changes.append(ModelChange(name, old.version if old is not None else None, new_version))
@@ -284,12 +304,6 @@ class ModelRegistry:
                 continue
             return ModelStatus(name, requested, loaded, tuple(problems))
         return ModelStatus(name, requested, current, tuple(problems))
-
-
-def _served(models: ModelSet, name: str) -> LoadedModel | None:
-    if models.check is not None and models.check.name == name:
-        return models.check
-    return models.models.get(name)
 
 
 def _log_status(status: ModelStatus) -> None:

@@ -145,6 +145,65 @@ class PredictionResponse(BaseModel):
     )
 
 
+_EXAMPLE_READ_PROBABILITIES: list[Any] = [0.001, 0.001, 0.991, 0.002, 0.0, 0.001, 0.001, 0.002, 0.001, 0.0]
+
+
+class ReadDigitResult(BaseModel):
+    label: Label
+    confidence: Confidence
+    probabilities: Probabilities
+    box: list[float] = Field(
+        min_length=4, max_length=4, description="x0, y0, x1, y1 in the uploaded image's pixels, after EXIF orientation"
+    )
+    image_png_base64: str | None = Field(
+        default=None, description="with debug=true: this digit's ink as an MNIST-style 28x28 grey PNG, base64"
+    )
+
+
+class ReaderInfo(BaseModel):
+    name: str
+    version: int = Field(gt=0)
+
+
+class ReadResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "4f1b9c2de0a84d7e9b6c3a5f1e2d3c4b",
+                    "text": "2",
+                    "confidence": 0.98,
+                    "digits": [
+                        {
+                            "label": 2,
+                            "confidence": 0.991,
+                            "probabilities": _EXAMPLE_READ_PROBABILITIES,
+                            "box": [12.0, 8.0, 64.0, 80.0],
+                        }
+                    ],
+                    "model": {"name": "reader", "version": 1},
+                    "batch_size": 1,
+                    "timings_ms": {"read_ms": 0.1, "preprocess_ms": 2.4, "inference_ms": 3.1, "total_ms": 5.6},
+                }
+            ]
+        },
+    )
+
+    request_id: str
+    text: str = Field(pattern=r"^[0-9]*$", description="the digits read, left to right")
+    confidence: float = Field(
+        ge=0, le=1, description="confidence that the whole string is right (best CTC path, temperature-scaled)"
+    )
+    digits: list[ReadDigitResult] = Field(description="one per character of text, in the same order")
+    model: ReaderInfo
+    batch_size: int = Field(gt=0, description="lines read by the same batch")
+    timings_ms: Timings
+    line_png_base64: str | None = Field(
+        default=None, description="with debug=true: the normalised line the reader saw (32 px high), as a base64 PNG"
+    )
+
+
 class ModelInfo(BaseModel):
     """One served model: its manifest from the store and how the registry chose it."""
 
@@ -164,7 +223,10 @@ class ModelInfo(BaseModel):
     size_bytes: int
     parameters: int
     torch_version: str
-    kind: ModelKind = Field(description="digit_classifier, or digit_check (is the image one digit at all)")
+    kind: ModelKind = Field(
+        description="digit_classifier: served by /predict; line_reader: served by /read; digit_check: answers "
+        "/predict's digit_check"
+    )
     input: TensorSpec
     output: TensorSpec
     labels: list[int]

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.inflight import ByteBudget
 from service.preprocess_pool import PreprocessPool
+from service.reading import LineBatchReader, LineReading, LineRequest
 from service.registry import ModelRegistry, watch_store
 from service.telemetry import Telemetry
 from service.tracing import StageTracer
@@ -54,6 +55,7 @@ class AppState:
     tracer: StageTracer
     registry: ModelRegistry
     batcher: MicroBatcher[DigitRequest, DigitPrediction]
+    line_batcher: MicroBatcher[LineRequest, LineReading]
     preprocess_pool: PreprocessPool
     upstream: Upstream
     byte_budget: ByteBudget
@@ -80,6 +82,7 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.store_watcher
         await self.batcher.stop()
+        await self.line_batcher.stop()
         await self.preprocess_pool.shutdown()
         logger.info("stopped: every accepted request was answered")
 
@@ -119,8 +122,18 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         name="inference",
     )
     batcher.start()
+    # Lines get their own batcher (a batch holds one kind of input) under the same limits.
+    line_batcher: MicroBatcher[LineRequest, LineReading] = MicroBatcher(
+        LineBatchReader(device, telemetry),
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+        queue_max_size=settings.queue_max_size,
+        more_coming=lambda: upstream.count > 0,
+        name="reading",
+    )
+    line_batcher.start()
     telemetry.track(
-        queue_depth=lambda: batcher.queue_depth,
+        queue_depth=lambda: batcher.queue_depth + line_batcher.queue_depth,
         preprocess_pending=lambda: pool.pending,
         inflight_bytes=lambda: byte_budget.in_use_bytes,
         model_versions=lambda: {name: model.version for name, model in registry.models.models.items()},
@@ -134,6 +147,7 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         tracer=tracer,
         registry=registry,
         batcher=batcher,
+        line_batcher=line_batcher,
         preprocess_pool=pool,
         upstream=upstream,
         byte_budget=byte_budget,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from contract import CHECK_CLASSES, CHECK_OUTPUT_SPEC, ModelStore
+from contract import CHECK_CLASSES, DIGIT_CHECK, ModelStore
 from contract.ensemble import calibrated_log_probs
 from training.config import AugmentConfig, TrainConfig
 from training.data import Subset, balanced_subset, data_checksums, default_data_dir, load_splits
@@ -283,7 +283,7 @@ def run_check(
             metrics={"protocol": config.protocol, "validation": validation, "history": history},
             training_config=config.to_dict(), data_checksums=data_checksums(data_dir),
             commit=git_commit(Path(__file__).resolve().parent.parent), extra_files={},
-            kind="digit_check", output=CHECK_OUTPUT_SPEC,
+            signature=DIGIT_CHECK,
         )  # fmt: skip
         summary["version"] = manifest.version
     summary["wall_seconds"] = time.perf_counter() - started

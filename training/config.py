@@ -102,3 +102,32 @@ def reference_recipe(base: TrainConfig) -> TrainConfig:
 def quick_recipe(base: TrainConfig) -> TrainConfig:
     """The smoke-test mode: one epoch on a small class-balanced subset, finishing well under a minute."""
     return dataclasses.replace(base, epochs=1, limit=2000, eval_limit=1000)
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The line reader's training run (see :mod:`training.reading`); saved in its manifest."""
+
+    # Batches of composed lines; each batch is new lines, so there are no epochs. 2,400 steps of 48 lines is
+    # 115,200 lines (about 750,000 digits), about 13 minutes of one free CPU core (0.33 s a step).
+    steps: int = 2400
+    batch_size: int = 48
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    # LSTMs under CTC occasionally see a gradient spike early on; clipping keeps one batch from undoing the rest.
+    max_grad_norm: float = 5.0
+    # Share of apart, touching and overlapping gaps between neighbouring digits.
+    spacing_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    # The digit models' validation hold-out (same size and seed, hence the same digits).
+    validation_size: int = 5000
+    validation_lines: int = 1000
+    eval_every: int = 400
+    seed: int = 0
+    # Class-balanced cap on the training digits (None: all 55,000).
+    limit: int | None = None
+    # "name:version" of a published reader whose weights start this run (None: random initialisation), so a run
+    # can continue where a shorter one stopped.
+    init_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contract import OUTPUT_SPEC, Manifest, ModelCard, ModelKind, ModelStore, TensorSpec
+from contract import DIGIT_CLASSIFIER, Manifest, ModelCard, ModelStore, Signature
 from contract.torchscript import load_torchscript, to_torchscript
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class ExportMismatchError(RuntimeError):
 
 
 def check_export(net: nn.Module, scripted: bytes, images: torch.Tensor) -> float:
-    """Max absolute logit difference between ``net`` and the reloaded ``scripted`` on ``images`` ``(N, 1, 28, 28)``.
+    """Max absolute logit difference between ``net`` and the reloaded ``scripted`` on ``images`` (a model input batch).
 
     Raises :class:`ExportMismatchError` above :data:`EXPORT_TOLERANCE`.
     """
@@ -74,8 +74,7 @@ def publish_model(
     data_checksums: Mapping[str, str],
     commit: str | None,
     extra_files: Mapping[str, bytes],
-    kind: ModelKind = "digit_classifier",
-    output: TensorSpec = OUTPUT_SPEC,
+    signature: Signature = DIGIT_CLASSIFIER,
     pass_threshold: float | None = None,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
@@ -85,8 +84,9 @@ def publish_model(
     card = ModelCard(
         torch_version=torch.__version__,
         parameters=sum(p.numel() for p in net.parameters()),
-        kind=kind,
-        output=output,
+        kind=signature.kind,
+        input=signature.input,
+        output=signature.output,
         temperature=temperature,
         pass_threshold=pass_threshold,
         ensemble_weight=ensemble_weight,

@@ -27,11 +27,12 @@ from contract import ModelStore
 from contract.device import DeviceUnavailableError, select_device
 from contract.ensemble import calibrated_log_probs, ensemble_probs
 from training.augment import augment_batch
-from training.config import TrainConfig, default_recipe, quick_recipe, reference_recipe, same_data
+from training.config import ReaderConfig, TrainConfig, default_recipe, quick_recipe, reference_recipe, same_data
 from training.data import DATA_DIR_ENV, Splits, Subset, data_checksums, default_data_dir, load_splits
 from training.export import CHECK_IMAGES, git_commit, publish_model
 from training.metrics import classification_metrics, fit_ensemble_weights, fit_temperature, metrics_from_probs
 from training.models import MODELS, Standardize
+from training.reading import READER_NAME, quick_reader_recipe, run_reader
 from training.report import render_report
 
 logger = logging.getLogger(__name__)
@@ -317,7 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MNIST classifiers and publish them into the model store as the next version.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="what to train")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[*sorted(MODELS), READER_NAME],
+        default=[*MODELS, READER_NAME],
+        help=f"what to train: digit classifiers and the line reader ({READER_NAME}, trained on the CPU)",
+    )
     parser.add_argument(
         "--protocol",
         choices=["standard", "seed"],
@@ -361,7 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (0: one per core); 1 is faster on a machine busy with other work",
     )
     parser.add_argument("--limit", type=int, help="class-balanced cap on the training images")
-    parser.add_argument("--dry-run", action="store_true", help="quick mode: 2,000 images, one epoch")
+    parser.add_argument(
+        "--reader-steps", type=int, help=f"line reader training batches (default {ReaderConfig().steps})"
+    )
+    parser.add_argument("--reader-lr", type=float, help=f"line reader peak learning rate (default {ReaderConfig().lr})")
+    parser.add_argument(
+        "--reader-init-from", metavar="NAME:VERSION", help="start the line reader from a published reader's weights"
+    )
+    parser.add_argument("--dry-run", "--quick", action="store_true", help="quick mode: 2,000 images, one epoch")
     parser.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     parser.add_argument("--metrics-out", type=Path, help="also write the summary as JSON here")
     return parser
@@ -392,18 +406,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    configs = {name: config_from_args(args, name) for name in dict.fromkeys(args.models)}
+    configs = {name: config_from_args(args, name) for name in dict.fromkeys(args.models) if name in MODELS}
     publish = not args.no_publish and (args.store is not None or not args.dry_run)
     store = ModelStore(args.store or DEFAULT_STORE) if publish else None
-    try:
-        device = select_device(args.device)
-    except DeviceUnavailableError as exc:
-        raise SystemExit(f"--device cuda: {exc}") from None
-    summary = run(configs, args.data_dir or default_data_dir(), store, device)
+    data_dir = args.data_dir or default_data_dir()
+    summary: dict[str, Any] = {}
+    if configs:
+        try:
+            device = select_device(args.device)
+        except DeviceUnavailableError as exc:
+            raise SystemExit(f"--device cuda: {exc}") from None
+        summary = run(configs, data_dir, store, device)
+    if READER_NAME in args.models:
+        reader_config = reader_config_from_args(args)
+        summary[READER_NAME] = {"config": reader_config.to_dict(), **run_reader(reader_config, data_dir, store)}
     if args.metrics_out:
         configs_dict = {name: config.to_dict() for name, config in configs.items()}
-        args.metrics_out.write_text(json.dumps({"configs": configs_dict, **summary}, indent=2))
+        args.metrics_out.write_text(json.dumps({"configs": configs_dict, **summary}, indent=2, default=float))
     return 0
+
+
+def reader_config_from_args(args: argparse.Namespace) -> ReaderConfig:
+    """The line reader's config: the default (or quick) recipe with the seed, limit and step overrides."""
+    config = ReaderConfig(seed=args.seed)
+    if args.dry_run:
+        config = quick_reader_recipe(config)
+    overrides = {
+        "steps": args.reader_steps,
+        "limit": args.limit,
+        "lr": args.reader_lr,
+        "init_from": args.reader_init_from,
+    }
+    return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
 if __name__ == "__main__":

@@ -39,13 +39,14 @@ DebugQuery = Annotated[bool, Query(description="also return the 28x28 image the 
 
 
 def select_models(models: ModelSet, query: str | None) -> tuple[str, ...]:
-    """The requested model names in request order (duplicates dropped), or every served model."""
-    if not models.names():
+    """The requested digit classifiers in request order (duplicates dropped), or every served classifier."""
+    classifiers = models.classifiers()
+    if not classifiers:
         raise errors.ServiceUnavailableError()
     requested = tuple(dict.fromkeys(name.strip() for name in (query or "").split(",") if name.strip()))
     if not requested:
-        return tuple(models.names())
-    if any(name not in models for name in requested):
+        return tuple(classifiers)
+    if any(name not in classifiers for name in requested):
         raise errors.UnknownModelError()
     return requested
 

@@ -12,8 +12,8 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from contract import CHECK_CLASSES, CONFIG_FILE, NUM_CLASSES, ModelStore
-from contract.store import triton_config
+from contract import CONFIG_FILE, ModelStore
+from contract.store import signature_of, triton_config
 from contract.torchscript import load_torchscript
 from harness.server import REPO_ROOT
 from service.config import Settings
@@ -23,6 +23,8 @@ MODEL_NAMES = COMMITTED.model_names()
 # The PyTorch backend binds a tensor named <anything>__<index> to the index-th argument (or output) of forward.
 _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
 _TYPE_FP32 = model_config_pb2.DataType.Value("TYPE_FP32")
+# A line reader's variable width, in the shape checks below (16 frames).
+_LINE_WIDTH = 64
 
 
 def default(setting: str) -> float:
@@ -37,26 +39,30 @@ def parsed_config(name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def concrete(dims: list[int], frames: int = _LINE_WIDTH // 4) -> list[int]:
+    """``dims`` with a variable input width as 64 columns, or a variable output length as its 16 frames."""
+    return [dim if dim > 0 else (_LINE_WIDTH if index == len(dims) - 1 else frames) for index, dim in enumerate(dims)]
+
+
+def manifest_dims(name: str) -> tuple[list[int], list[int]]:
+    manifest = COMMITTED.read_manifest(name, COMMITTED.resolve(name))
+    return manifest.input.dims, manifest.output.dims
+
+
 def scripted(name: str) -> torch.jit.ScriptModule:
     verified = COMMITTED.read_verified(name, COMMITTED.resolve(name))
     return load_torchscript(verified.model_bytes).eval()
 
 
-def output_width(name: str) -> int:
-    """What the model's kind answers: ten digit logits, or the digit check's three classes."""
-    kind = COMMITTED.kind_of(name)
-    return len(CHECK_CLASSES) if kind == "digit_check" else NUM_CLASSES
-
-
 def test_the_committed_store_has_every_model() -> None:
-    assert MODEL_NAMES == ["check", "cnn", "lenet5", "mlp"]
+    assert MODEL_NAMES == ["check", "cnn", "lenet5", "mlp", "reader"]
     assert COMMITTED.model_names("digit_check") == ["check"]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_committed_config_is_the_generated_one(name: str) -> None:
-    output = COMMITTED.read_manifest(name, COMMITTED.resolve(name)).output
-    assert (COMMITTED.model_dir(name) / CONFIG_FILE).read_text() == triton_config(name, output)
+    manifest = COMMITTED.read_manifest(name, COMMITTED.resolve(name))
+    assert (COMMITTED.model_dir(name) / CONFIG_FILE).read_text() == triton_config(name, signature_of(manifest))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -65,10 +71,9 @@ def test_config_parses_with_tritons_model_config_schema(name: str) -> None:
 
     assert config.name == name == Path(COMMITTED.model_dir(name)).name
     assert config.platform == "pytorch_libtorch"
-    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("input__0", _TYPE_FP32, [1, 28, 28])]
-    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
-        ("output__0", _TYPE_FP32, [output_width(name)])
-    ]
+    input_dims, output_dims = manifest_dims(name)
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("input__0", _TYPE_FP32, input_dims)]
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("output__0", _TYPE_FP32, output_dims)]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -93,8 +98,8 @@ def test_model_file_has_the_configured_shapes_at_batch_1_and_max_batch_size(name
 
     for batch in (1, config.max_batch_size):
         with torch.inference_mode():
-            logits = module(torch.rand((batch, *config.input[0].dims)))
-        assert list(logits.shape) == [batch, *config.output[0].dims]
+            logits = module(torch.rand((batch, *concrete(list(config.input[0].dims)))))
+        assert list(logits.shape) == [batch, *concrete(list(config.output[0].dims))]
         assert logits.dtype == torch.float32
 
 
@@ -112,7 +117,7 @@ def test_triton_batches_and_warms_up_as_the_service_does_by_default(name: str) -
     for warmup in config.model_warmup:
         assert set(warmup.inputs) == {"input__0"}
         assert warmup.inputs["input__0"].random_data
-        assert list(warmup.inputs["input__0"].dims) == list(config.input[0].dims)
+        assert list(warmup.inputs["input__0"].dims) == concrete(list(config.input[0].dims))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -148,7 +148,7 @@ def test_half_written_publish_leftovers_are_ignored(store: ModelStore) -> None:
 @pytest.mark.parametrize(
     ("module", "problem"),
     [
-        (WrongOutput(), "mlp v2: warm-up failed: output is (1, 5), expected (N, 10) logits"),
+        (WrongOutput(), "mlp v2: warm-up failed: output is (1, 5), expected (1, 10) logits"),
         (FixedLogits([float("nan")] * 10), "mlp v2: warm-up failed: output contains NaN or infinite values"),
     ],
     ids=["wrong-shape", "nan"],
@@ -242,8 +242,8 @@ def test_digit_check_is_served_beside_the_classifiers_never_as_one(store: ModelS
 
     registry = make_registry(store, names=["mlp"])
 
-    assert registry.models.names() == ["mlp"]
-    assert "check" not in registry.models
+    assert registry.models.classifiers() == ["mlp"]
+    assert registry.models.names() == ["mlp", "check"]
     assert registry.models.check is not None
     assert (registry.models.check.name, registry.models.check.manifest.kind) == ("check", "digit_check")
     assert registry.statuses["check"].state == "serving"
@@ -266,5 +266,5 @@ def test_digit_check_with_the_wrong_output_width_is_refused(store: ModelStore) -
 
     assert registry.models.check is None
     assert registry.statuses["check"].problems == (
-        "check v1: warm-up failed: output is (1, 10), expected (N, 3) logits",
+        "check v1: warm-up failed: output is (1, 10), expected (1, 3) logits",
     )

@@ -1,4 +1,4 @@
-"""The command line: ``python -m training --dry-run`` trains all three models quickly and publishes them."""
+"""The command line: ``python -m training --dry-run`` trains all four models quickly and publishes them."""
 
 from __future__ import annotations
 
@@ -29,10 +29,14 @@ def test_dry_run_trains_and_publishes_all_models(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert ModelStore(store).model_names() == ["cnn", "lenet5", "mlp"]
+    assert ModelStore(store).model_names() == ["cnn", "lenet5", "mlp", "reader"]
+    assert ModelStore(store).read_manifest("reader", 1).kind == "line_reader"
+    assert ModelStore(store).read_manifest("cnn", 1).kind == "digit_classifier"
     summary = json.loads(summary_file.read_text())
     assert set(summary["models"]) == {"mlp", "lenet5", "cnn"}
     assert all(row["version"] == 1 for row in summary["models"].values())
+    assert summary["reader"]["version"] == 1
+    assert summary["reader"]["config"]["steps"] == 30
     assert "images/s" in completed.stderr
 
 

@@ -1,0 +1,83 @@
+"""The line reader's output contract: CTC frames over a blank and the ten digits, and their greedy decoding.
+
+The reader emits, for each 4-column frame of the strip, logits over ``CTC_CLASSES`` (index 0 the CTC blank, index
+``d + 1`` the digit ``d``). Greedy (best-path) decoding takes each frame's most likely class, merges repeats and
+drops blanks (Graves et al. 2006). The trainer scores validation lines and the service answers requests with this
+same function, so the two cannot disagree about what a model read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from contract.store import NUM_CLASSES
+
+BLANK = 0
+CTC_CLASSES = NUM_CLASSES + 1
+
+
+@dataclass(frozen=True)
+class DecodedDigit:
+    """One read digit: its label, the frame where it peaks, the frames it spans, and its ten digit probabilities
+    (the peak frame's distribution over the digits, renormalised without the blank)."""
+
+    label: int
+    peak_frame: int
+    first_frame: int
+    last_frame: int
+    probabilities: list[float]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+
+@dataclass(frozen=True)
+class DecodedLine:
+    """The digits read from one line and the probability of the best path (the whole string's confidence)."""
+
+    digits: list[DecodedDigit]
+    confidence: float
+
+    @property
+    def text(self) -> str:
+        return "".join(str(digit.label) for digit in self.digits)
+
+
+def greedy_decode(log_probs: torch.Tensor) -> DecodedLine:
+    """Best-path decoding of one line's ``(T, CTC_CLASSES)`` log-probabilities (already calibrated)."""
+    if log_probs.dim() != 2 or log_probs.shape[1] != CTC_CLASSES:
+        raise ValueError(f"expected (T, {CTC_CLASSES}) log-probabilities, got {tuple(log_probs.shape)}")
+    best_log_probs, best = log_probs.max(dim=1)
+    classes = best.tolist()
+    digits: list[DecodedDigit] = []
+    frame = 0
+    while frame < len(classes):
+        label = classes[frame]
+        end = frame
+        while end + 1 < len(classes) and classes[end + 1] == label:
+            end += 1
+        if label != BLANK:
+            run = best_log_probs[frame : end + 1]
+            peak = frame + int(run.argmax())
+            digit_probs = log_probs[peak, 1:].exp()
+            digits.append(
+                DecodedDigit(
+                    label=label - 1,
+                    peak_frame=peak,
+                    first_frame=frame,
+                    last_frame=end,
+                    probabilities=(digit_probs / digit_probs.sum()).tolist(),
+                )
+            )
+        frame = end + 1
+    return DecodedLine(digits=digits, confidence=float(best_log_probs.sum().exp()))
+
+
+def encode_targets(text: str) -> list[int]:
+    """CTC target indices of a digit string (digit ``d`` is class ``d + 1``)."""
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"{text!r} is not a string of digits")
+    return [int(char) + 1 for char in text]
