@@ -198,6 +198,20 @@ def phone_photo(ink: Ink, rng: Rng) -> bytes:
     return _photo(ink, rng, (30.0, 30.0, 35.0))
 
 
+def side_lit_photo(ink: Ink, rng: Rng) -> bytes:
+    """A small 320x240 phone photo of paper lit from one side and vignetted, the digit 40-70 % of its height
+    anywhere on it, with sensor noise, as a JPEG."""
+    placed = on_page(scale_ink(ink, int(240 * rng.uniform(0.4, 0.7)), max_width_px=240), 240, rng)
+    placed = np.pad(placed, ((0, 0), (0, 80)) if rng.random() < 0.5 else ((0, 0), (80, 0)))
+    ys, xs = np.mgrid[0 : placed.shape[0], 0 : placed.shape[1]].astype(np.float32)
+    width, height = placed.shape[1], placed.shape[0]
+    lit_from_right = rng.random() < 0.5
+    ramp = xs / width if lit_from_right else 1.0 - xs / width
+    lighting = 150.0 + 80.0 * ramp - 40.0 * np.hypot(xs / width - 0.5, ys / height - 0.5)
+    levels = on_paper(placed, lighting, 35.0 + 0.2 * lighting) + rng.normal(0.0, 5.0, placed.shape).astype(np.float32)
+    return encode(grey_image(levels), "JPEG", quality=85)
+
+
 def blue_ballpoint(ink: Ink, rng: Rng) -> bytes:
     return _photo(ink, rng, (float(rng.uniform(20, 60)), float(rng.uniform(40, 80)), float(rng.uniform(140, 200))))
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ MNIST_CATEGORIES: dict[str, renderings.Rendering] = {
     "16-bit grey PNG": renderings.grey16_png,
     "8-bit scan, paper noise": renderings.noisy_scan,
     "phone photo (JPEG, light, cast, blur)": renderings.phone_photo,
+    "photo lit from one side (320x240 JPEG)": renderings.side_lit_photo,
     "blue ballpoint photo": renderings.blue_ballpoint,
     "pencil": renderings.pencil,
     "canvas RGBA, thick pen": renderings.canvas_thick,
@@ -81,14 +83,15 @@ def build_suite(per_category: int, seed: int, data_dir: Path, usps_path: Path) -
     digits, labels = load_mnist(data_dir, "test")
     inks = digits.numpy().astype(np.float32) / 255.0
     suite = []
-    for index, (name, render) in enumerate(MNIST_CATEGORIES.items()):
-        rng = np.random.default_rng([seed, index])
+    for name, render in MNIST_CATEGORIES.items():
+        # Seeded by name: adding a category leaves every other category's digits and draws as they were.
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         chosen = rng.choice(len(inks), size=min(per_category, len(inks)), replace=False)
         uploads = [render(inks[i], rng) for i in chosen]
         reference = torch.from_numpy(inks[chosen]).unsqueeze(1)
         suite.append(Category(name, uploads, labels[chosen], reference))
     usps_digits, usps_labels = load_usps(usps_path)
-    rng = np.random.default_rng([seed, len(MNIST_CATEGORIES)])
+    rng = np.random.default_rng([seed, zlib.crc32(USPS_EDGE.encode())])
     chosen = rng.choice(len(usps_digits), size=min(per_category, len(usps_digits)), replace=False)
     usps_inks = usps_digits.numpy()[chosen].astype(np.float32) / 255.0
     empty = torch.empty(0, 1, IMAGE_SIZE, IMAGE_SIZE)

@@ -36,6 +36,9 @@ INK_TAIL_PIXELS = 16
 # the image is first surrounded by this many pixels of its own paper level.
 PAPER_MARGIN_PIXELS = 2
 PAPER_QUANTILE = 0.25
+# What crosses the border counts as ink when its median is at least this far from the paper towards the ink's core:
+# strokes cross a tight crop at nearly full ink, where paper under uneven light climbs towards it only part way.
+INK_CROSSING_FRACTION = 0.75
 # A border whose 5th..95th percentiles span at most this many grey levels is a flat background (scan, canvas);
 # anything wider (lighting gradient, vignetting) gets a spatial background estimate on a coarse grid.
 FLAT_BORDER_LEVELS = 16
@@ -203,11 +206,12 @@ def pad_with_paper(grey: GreyArray) -> GreyArray:
     """Surround a light-on-dark image whose ink touches the border with ``PAPER_MARGIN_PIXELS`` of its paper level.
 
     Ink and paper are split by Otsu's threshold over the whole image. When what crosses the border is ink (at
-    least half as far above the paper as the brightest strokes, in runs of pixels rather than single noisy ones)
-    and the paper seen on the four sides is at one level (within ``FLAT_BORDER_LEVELS``: a scan, a canvas, a
-    dataset image), the margin gives the background statistics of :func:`remove_background` real paper to measure,
-    as if the digit had been cropped with some room around it. Anything else (paper brightening towards an edge
-    under uneven light, a photo, noise) is returned as it is: there the background comes from a lighting fit.
+    least ``INK_CROSSING_FRACTION`` of the way from the paper to the brightest strokes, in runs of pixels rather
+    than single noisy ones) and the paper seen on the four sides is at one level (within ``FLAT_BORDER_LEVELS``:
+    a scan, a canvas, a dataset image), the margin gives the background statistics of :func:`remove_background`
+    real paper to measure, as if the digit had been cropped with some room around it. Anything else (paper
+    brightening towards an edge under uneven light, a photo, noise) is returned as it is: there the background
+    comes from a lighting fit.
     """
     histogram = _histogram(grey)
     threshold = _otsu_threshold(histogram)
@@ -221,7 +225,7 @@ def pad_with_paper(grey: GreyArray) -> GreyArray:
     level = float(np.percentile(border[border <= threshold], 100 * PAPER_QUANTILE))
     (ink_core,) = _quantiles(histogram, 1.0 - _ink_tail(grey))
     uneven = max(levels) - min(levels) > FLAT_BORDER_LEVELS
-    faint = np.median(crossing) - level < (ink_core - level) / 2
+    faint = np.median(crossing) - level < INK_CROSSING_FRACTION * (ink_core - level)
     # A stroke crosses the border as a run of pixels; noise that crosses the threshold does so pixel by pixel.
     runs = [side > threshold for side in sides]
     in_runs = sum(int((run[1:] & run[:-1]).sum()) for run in runs)
