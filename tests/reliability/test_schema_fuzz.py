@@ -8,6 +8,7 @@ negative cases, which must be refused with a 4xx.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from schemathesis import Case
 from harness.server import RunningServer, start_server
 from service.main import create_app
 from tests.support import images
-from tests.support.servers import clean_settings, record_figures, server_env
+from tests.support.servers import COMMITTED_STORE, clean_settings, record_figures, server_env
 
 ADMIN_TOKEN = "fuzz-admin-token"
 CONFIG = schemathesis.Config.from_dict(
@@ -65,10 +66,12 @@ def flatmap_query(context: schemathesis.HookContext, query: dict[str, Any] | Non
 
 @pytest.fixture(scope="module")
 def server(pristine_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The server under fuzzing; it must serve the very document the cases came from, and log no traceback."""
-    running = start_server(
-        server_env(pristine_store, admin_token=ADMIN_TOKEN), tmp_path_factory.mktemp("fuzz") / "server.log"
-    )
+    """The server under fuzzing (the stand-in digit models and the committed line reader, so ``/read`` answers
+    too); it must serve the very document the cases came from, and log no traceback."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    store = Path(shutil.copytree(pristine_store, folder / "store"))
+    shutil.copytree(COMMITTED_STORE / "reader", store / "reader")
+    running = start_server(server_env(store, admin_token=ADMIN_TOKEN), folder / "server.log")
     assert httpx.get(f"{running.url}/openapi.json").json() == schema.raw_schema
     yield running
     running.stop()
