@@ -3,7 +3,10 @@ model honours, the calibration and ensemble rule (``ensemble``), the TorchScript
 selection (``device``). It imports nothing else of this project."""
 
 from contract.store import (
+    CHECK_CLASSES,
+    CHECK_OUTPUT_SPEC,
     CONFIG_FILE,
+    DIGIT_CHECK,
     DIGIT_CLASSIFIER,
     IMAGE_SIZE,
     LABELS,
@@ -12,6 +15,7 @@ from contract.store import (
     MANIFEST_FILE,
     MODEL_FILE,
     NUM_CLASSES,
+    OUTPUT_SPEC,
     IntegrityError,
     Manifest,
     ManifestError,
@@ -27,7 +31,10 @@ from contract.store import (
 )
 
 __all__ = [
+    "CHECK_CLASSES",
+    "CHECK_OUTPUT_SPEC",
     "CONFIG_FILE",
+    "DIGIT_CHECK",
     "DIGIT_CLASSIFIER",
     "IMAGE_SIZE",
     "LABELS",
@@ -36,6 +43,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_FILE",
     "NUM_CLASSES",
+    "OUTPUT_SPEC",
     "IntegrityError",
     "Manifest",
     "ManifestError",

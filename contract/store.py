@@ -96,8 +96,14 @@ LINE_OUTPUT_SPEC = TensorSpec(
     dims=[-1, NUM_CLASSES + 1],
     description="per 4-column frame, CTC logits: index 0 the blank, index d + 1 the digit d",
 )
-# What a model does, read from its manifest (never from its name): the service serves each kind on its own route.
-ModelKind = Literal["digit_classifier", "line_reader"]
+# The digit check's classes, in the order of its logits: is a 28x28 input one handwritten digit at all?
+CHECK_CLASSES = ("one digit", "several digits", "not a digit")
+CHECK_OUTPUT_SPEC = TensorSpec(
+    name="output__0", dims=[len(CHECK_CLASSES)], description="logits for: one digit, several digits, not a digit"
+)
+# What a model does, read from its manifest (never from its name): the service serves each kind on its own route,
+# and the digit check beside the digit classifiers.
+ModelKind = Literal["digit_classifier", "line_reader", "digit_check"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Signature:
 
 DIGIT_CLASSIFIER = Signature("digit_classifier", INPUT_SPEC, OUTPUT_SPEC)
 LINE_READER = Signature("line_reader", LINE_INPUT_SPEC, LINE_OUTPUT_SPEC)
+DIGIT_CHECK = Signature("digit_check", INPUT_SPEC, CHECK_OUTPUT_SPEC)
 
 
 class ModelCard(BaseModel):
@@ -129,6 +136,9 @@ class ModelCard(BaseModel):
     temperature: float = Field(default=1.0, gt=0)
     # Weight of this model's calibrated log-probabilities in the ensemble (see contract.ensemble).
     ensemble_weight: float = Field(default=1.0, ge=0)
+    # Digit check only: an image passes as one digit when its calibrated probability of "one digit" reaches this
+    # (chosen on the validation split, see training.check).
+    pass_threshold: float | None = Field(default=None, gt=0, lt=1)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     data_checksums: dict[str, str] = Field(default_factory=dict)
@@ -228,11 +238,22 @@ class ModelStore:
 
     # -- reading ----------------------------------------------------------------------------------------------
 
-    def model_names(self) -> list[str]:
-        """Models with at least one version folder, sorted."""
+    def model_names(self, kind: ModelKind | None = None) -> list[str]:
+        """Models with at least one version folder, sorted; with ``kind``, only those whose newest readable
+        manifest is of that kind (a model with none is listed, so whoever loads it can report why)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if _NAME_RE.fullmatch(p.name) and self.versions(p.name))
+        names = sorted(p.name for p in self.root.iterdir() if _NAME_RE.fullmatch(p.name) and self.versions(p.name))
+        return names if kind is None else [name for name in names if self.kind_of(name) in (kind, None)]
+
+    def kind_of(self, name: str) -> ModelKind | None:
+        """The kind stated by the newest version with a readable manifest, or None when there is none."""
+        for version in reversed(self.versions(name)):
+            try:
+                return self.read_manifest(name, version).kind
+            except (StoreError, OSError):
+                continue
+        return None
 
     def versions(self, name: str) -> list[int]:
         """All version folders, ascending, complete or not (a reader must still verify each)."""

@@ -40,7 +40,8 @@ _PNG_METADATA: dict[str, str | None] = {"Software": None}
 # -- figures ---------------------------------------------------------------------------------------------------------
 
 
-def _save(figure: Any, path: Path) -> None:
+def save_png(figure: Any, path: Path) -> None:
+    """``figure`` as a PNG at the reports' resolution, without the version chunk (reruns write identical bytes)."""
     figure.savefig(path, format="png", dpi=DPI, metadata=_PNG_METADATA)
     plt.close(figure)
 
@@ -96,7 +97,7 @@ def plot_reliability(comparison: Comparison, path: Path) -> None:
     panels[0][0].set_ylabel("accuracy (bin counts at the bottom)")
     panels[0][0].legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_robustness(comparison: Comparison, out_dir: Path) -> list[str]:
@@ -108,7 +109,7 @@ def plot_robustness(comparison: Comparison, out_dir: Path) -> list[str]:
         axes.legend(fontsize=8)
         figure.tight_layout()
         names.append(f"robustness_{sweep.name}.png")
-        _save(figure, out_dir / names[-1])
+        save_png(figure, out_dir / names[-1])
     figure, grid = plt.subplots(2, math.ceil((len(SWEEPS) + 1) / 2), figsize=(20, 7.5))
     cells = list(grid.flat)
     for index, axes in enumerate(cells[: len(SWEEPS)]):
@@ -119,7 +120,7 @@ def plot_robustness(comparison: Comparison, out_dir: Path) -> list[str]:
     cells[0].legend(fontsize=8, loc="lower left")
     figure.suptitle(f"Robustness on {comparison.robustness_images} MNIST test images (seed {comparison.seed})")
     figure.tight_layout()
-    _save(figure, out_dir / ROBUSTNESS_PNG)
+    save_png(figure, out_dir / ROBUSTNESS_PNG)
     return names
 
 

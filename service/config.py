@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     model_versions: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     reload_interval_s: float = Field(default=0.0, ge=0, description="store polling period; 0 turns polling off")
+    digit_check: bool = Field(
+        default=True, description="say whether each image is one digit, when the store holds a digit check"
+    )
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # One intra-op thread: the event loop and the decoders need the other cores; batching supplies the throughput.

@@ -1,4 +1,5 @@
-"""One batch of prepared digits through the models: stack, copy to the device, forward, calibrate, ensemble.
+"""One batch of prepared digits through the models: stack, copy to the device, forward, calibrate, ensemble, and
+the digit check's verdict on whether each image is one handwritten digit at all.
 
 :class:`BatchPredictor` is the batch function the micro-batcher calls in its inference thread. Each model runs
 once per batch, on exactly the rows whose request selected it, so requests asking for different subsets still
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from contract import CHECK_CLASSES
 from contract.ensemble import calibrated_log_probs, ensemble_probs
-from service.registry import ModelSet
+from service.registry import LoadedModel, ModelSet
 from service.telemetry import Telemetry
 
 
@@ -47,14 +49,28 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """The digit check's verdict: ``reason`` is None for one digit, else the likelier of the other two classes."""
+
+    name: str
+    version: int
+    one_digit: bool
+    reason: str | None
+    score: float
+    threshold: float
+
+
+@dataclass(frozen=True)
 class DigitPrediction:
-    """Per-model results in the order the request selected them, their ensemble, the batch's size and when the
-    batch started (``time.perf_counter()``), which ends the request's wait in the queue."""
+    """Per-model results in the order the request selected them, their ensemble, the batch's size, when the
+    batch started (``time.perf_counter()``), which ends the request's wait in the queue, and the digit check's
+    verdict (None when no check is served)."""
 
     outputs: list[ModelOutput]
     ensemble: ClassProbabilities
     batch_size: int
     batch_started_s: float
+    check: CheckResult | None = None
 
 
 def _class_probabilities(probs: torch.Tensor) -> list[ClassProbabilities]:
@@ -64,6 +80,19 @@ def _class_probabilities(probs: torch.Tensor) -> list[ClassProbabilities]:
         ClassProbabilities(label=lab, confidence=conf, probabilities=row)
         for lab, conf, row in zip(label.tolist(), confidence.tolist(), probs.tolist(), strict=True)
     ]
+
+
+def _check_results(check: LoadedModel, probs: torch.Tensor) -> list[CheckResult]:
+    """``(N, 3)`` calibrated check probabilities to verdicts: one digit when its probability reaches the threshold."""
+    threshold = check.manifest.pass_threshold or 0.5
+    results = []
+    for row in probs.tolist():
+        score = row[0]
+        passed = score >= threshold
+        other = 1 + max(range(len(row) - 1), key=lambda index: row[1 + index])
+        reason = None if passed else CHECK_CLASSES[other]
+        results.append(CheckResult(check.name, check.version, passed, reason, score, threshold))
+    return results
 
 
 def _rows(values: torch.Tensor, rows: list[int]) -> torch.Tensor:
@@ -115,13 +144,13 @@ class BatchPredictor:
         # Safe to reuse the buffer next batch: this batch's results are copied back synchronously first.
         return staging.to(self.device, non_blocking=True)
 
-    def _forward(self, model_name: str, models: ModelSet, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's ``(N, 10)`` logits and calibrated log-probabilities, both on the CPU."""
-        loaded = models[model_name]
+    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's ``(N, C)`` logits and calibrated log-probabilities, both on the CPU."""
+        model_name = loaded.name
         started = time.perf_counter()
         precision = torch.autocast("cuda", dtype=torch.float16) if self._autocast else contextlib.nullcontext()
         with precision:
-            logits = loaded.module(batch)  # (N, 10)
+            logits = loaded.module(batch)  # (N, C)
         log_probs = calibrated_log_probs(logits, loaded.manifest.temperature).cpu()
         logits = logits.float().cpu()
         if self._telemetry is not None:
@@ -140,7 +169,7 @@ class BatchPredictor:
             if not rows:
                 continue
             inputs = batch if len(rows) == len(group) else batch[torch.tensor(rows, device=batch.device)]
-            model_logits, log_probs[name] = self._forward(name, models, inputs)
+            model_logits, log_probs[name] = self._forward(models[name], inputs)
             logits[name] = model_logits.tolist()
             row_of[name] = {request_index: row for row, request_index in enumerate(rows)}
         per_model = {name: _class_probabilities(lp.exp()) for name, lp in log_probs.items()}
@@ -154,6 +183,9 @@ class BatchPredictor:
             weights = [models[name].manifest.ensemble_weight for name in selected]
             combined = _class_probabilities(ensemble_probs(member_log_probs, weights))
             ensembles.update(zip(members, combined, strict=True))
+        checks: list[CheckResult | None] = [None] * len(group)
+        if models.check is not None:
+            checks = list(_check_results(models.check, self._forward(models.check, batch)[1].exp()))
 
         return [
             DigitPrediction(
@@ -166,6 +198,7 @@ class BatchPredictor:
                 ensemble=ensembles[i],
                 batch_size=batch_size,
                 batch_started_s=started,
+                check=checks[i],
             )
             for i, request in enumerate(group)
         ]

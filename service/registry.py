@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from contract import IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelStore, StoreError
+from contract import CHECK_CLASSES, IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelKind, ModelStore, StoreError
 from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,11 @@ class ModelSet:
         """The line readers (``/read``'s models)."""
         return [name for name, model in self.models.items() if model.manifest.kind == "line_reader"]
 
+    @property
+    def check(self) -> LoadedModel | None:
+        """The digit check that says whether an image is one digit at all (the first one served), if any."""
+        return next((model for model in self.models.values() if model.manifest.kind == "digit_check"), None)
+
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -115,15 +120,17 @@ def _probe_batch(batch_size: int, device: torch.device, manifest: Manifest) -> t
     return torch.rand(shape, generator=generator).to(device)
 
 
-def _expected_output(batch: torch.Tensor) -> tuple[int, ...]:
+def _expected_output(batch: torch.Tensor, kind: ModelKind) -> tuple[int, ...]:
+    if kind == "digit_check":
+        return (batch.shape[0], len(CHECK_CLASSES))
     if batch.shape[2] == IMAGE_SIZE and batch.shape[3] == IMAGE_SIZE:
         return (batch.shape[0], NUM_CLASSES)
     return (batch.shape[0], batch.shape[3] // _LINE_FRAME_PIXELS, NUM_CLASSES + 1)
 
 
-def _checked_logits(module: ScriptModule, batch: torch.Tensor) -> torch.Tensor:
+def _checked_logits(module: ScriptModule, batch: torch.Tensor, kind: ModelKind) -> torch.Tensor:
     logits = module(batch)
-    expected = _expected_output(batch)
+    expected = _expected_output(batch, kind)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ModelLoadError(f"output is {shape}, expected {expected} logits")
@@ -132,7 +139,7 @@ def _checked_logits(module: ScriptModule, batch: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _optimized(module: ScriptModule, name: str, probe: torch.Tensor) -> ScriptModule:
+def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, kind: ModelKind) -> ScriptModule:
     """The frozen, inference-optimised graph if it reproduces ``module`` on ``probe``, else ``module`` itself.
 
     Freezing folds batch norm into the convolutions and drops dropout: about 30 % less CPU per image for the
@@ -140,7 +147,7 @@ def _optimized(module: ScriptModule, name: str, probe: torch.Tensor) -> ScriptMo
     """
     try:
         optimized = optimize_for_inference(module)
-        if torch.allclose(_checked_logits(optimized, probe), module(probe), atol=_OPTIMIZED_ATOL):
+        if torch.allclose(_checked_logits(optimized, probe, kind), module(probe), atol=_OPTIMIZED_ATOL):
             return optimized
         logger.warning("%s: the optimised graph changes the outputs; serving the graph as stored", name)
     except Exception:
@@ -172,9 +179,9 @@ def load_model(
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None
         try:
             manifest = verified.manifest
-            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest))
+            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest), manifest.kind)
             for batch_size in warmup_batch_sizes:
-                _checked_logits(module, _probe_batch(batch_size, device, manifest))
+                _checked_logits(module, _probe_batch(batch_size, device, manifest), manifest.kind)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from None
         except Exception:
@@ -187,8 +194,9 @@ class ModelRegistry:
     """The configured models and the versions being served; :meth:`refresh` (re)loads from the store.
 
     ``names`` empty means every model in the store. ``pinned`` maps a name to the only version to serve;
-    other models follow the store's latest version. Served models are never dropped by a refresh: a model
-    whose new version fails keeps serving the version it had.
+    other models follow the store's latest version. Every digit check in the store is configured too (also
+    beside explicit ``names``) unless ``digit_check`` is off. Served models are never dropped by a refresh: a
+    model whose new version fails keeps serving the version it had.
     """
 
     def __init__(
@@ -199,12 +207,14 @@ class ModelRegistry:
         names: Sequence[str] = (),
         pinned: Mapping[str, int] | None = None,
         warmup_batch_sizes: Sequence[int] = (1,),
+        digit_check: bool = True,
     ) -> None:
         self.store = store
         self.device = device
         self._names = list(dict.fromkeys(names))
         self._pinned = dict(pinned or {})
         self._warmup_batch_sizes = tuple(warmup_batch_sizes)
+        self._digit_check = digit_check
         self._models = ModelSet()
         self._statuses: dict[str, ModelStatus] = {}
         self._refresh_lock = threading.Lock()
@@ -221,10 +231,18 @@ class ModelRegistry:
         return dict(self._statuses)
 
     def configured_names(self) -> list[str]:
-        """The configured list, or every model in the store plus pinned and already served ones."""
+        """The configured list, or every model in the store plus pinned and already served ones; the digit
+        checks (in the store or served) beside them, or none when they are turned off."""
+        current = self._models
+        checks = set(self.store.model_names("digit_check")) - set(self.store.model_names("digit_classifier"))
+        checks |= {name for name, model in current.models.items() if model.manifest.kind == "digit_check"}
         if self._names:
-            return list(self._names)
-        return sorted({*self.store.model_names(), *self._pinned, *self._models.names()})
+            names = list(self._names)
+        else:
+            names = sorted({*self.store.model_names(), *self._pinned, *current.names()} - checks)
+        if self._digit_check:
+            names += sorted(checks - set(names))
+        return names
 
     def refresh(self) -> list[ModelChange]:
         """Resolve, verify and warm every configured model, then swap the served set at once (blocking).

@@ -76,6 +76,20 @@ class EnsemblePrediction(BaseModel):
     models: list[str]
 
 
+class DigitCheck(BaseModel):
+    """Whether the image looks like one handwritten digit. When it does not, the labels above are guesses: the
+    models only know digits. Several digits are better read one at a time (crop each digit)."""
+
+    one_digit: bool = Field(description="the image looks like one handwritten digit")
+    reason: Literal["several digits", "not a digit"] | None = Field(
+        default=None, description="present when one_digit is false: what the image looks like instead"
+    )
+    score: float = Field(ge=0, le=1, description="calibrated probability that the image is one handwritten digit")
+    threshold: float = Field(ge=0, le=1, description="the score an image needs to pass as one digit")
+    model: str
+    version: int = Field(gt=0)
+
+
 class Timings(BaseModel):
     read_ms: float = Field(description="receiving and parsing the upload")
     preprocess_ms: float = Field(description="decoding and preprocessing, including waiting for a thread")
@@ -104,6 +118,13 @@ class PredictionResponse(BaseModel):
                         "probabilities": _EXAMPLE_PROBABILITIES,
                         "models": ["mlp"],
                     },
+                    "digit_check": {
+                        "one_digit": True,
+                        "score": 0.998,
+                        "threshold": 0.35,
+                        "model": "check",
+                        "version": 1,
+                    },
                     "batch_size": 4,
                     "timings_ms": {"read_ms": 0.1, "preprocess_ms": 0.6, "inference_ms": 3.2, "total_ms": 4.0},
                 }
@@ -114,6 +135,9 @@ class PredictionResponse(BaseModel):
     request_id: str
     predictions: list[ModelPrediction] = Field(description="one per selected model, in the requested order")
     ensemble: EnsemblePrediction
+    digit_check: DigitCheck | None = Field(
+        default=None, description="whether the image is one handwritten digit (absent when no digit check is served)"
+    )
     batch_size: int = Field(gt=0, description="requests answered by the same batch")
     timings_ms: Timings
     image_png_base64: str | None = Field(
@@ -199,12 +223,16 @@ class ModelInfo(BaseModel):
     size_bytes: int
     parameters: int
     torch_version: str
-    kind: ModelKind = Field(description="digit_classifier: served by /predict; line_reader: served by /read")
+    kind: ModelKind = Field(
+        description="digit_classifier: served by /predict; line_reader: served by /read; digit_check: answers "
+        "/predict's digit_check"
+    )
     input: TensorSpec
     output: TensorSpec
     labels: list[int]
     temperature: float
     ensemble_weight: float
+    pass_threshold: float | None = Field(default=None, description="digit check only: the score that passes")
     metrics: dict[str, Any]
     training_config: dict[str, Any]
 

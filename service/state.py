@@ -97,6 +97,7 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         names=settings.models,
         pinned=settings.model_versions,
         warmup_batch_sizes=(1, settings.max_batch_size),
+        digit_check=settings.digit_check,
     )
     await registry.reload()
     predictor = BatchPredictor(
@@ -152,7 +153,8 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         byte_budget=byte_budget,
         store_watcher=watcher,
     )
-    served = ", ".join(f"{name} v{model.version}" for name, model in registry.models.models.items())
+    loaded = [*registry.models.models.values(), *([registry.models.check] if registry.models.check else [])]
+    served = ", ".join(f"{model.name} v{model.version}" for model in loaded)
     if served:
         logger.info("serving on %s: %s", device, served)
     else:

@@ -1,4 +1,5 @@
-"""Batched random warps of whole ``(N, 1, H, W)`` image tensors: affine, optional elastic, optional flips.
+"""Batched random warps of whole ``(N, 1, H, W)`` image tensors: affine, optional elastic, optional flips, and
+optional thinner or bolder strokes.
 
 One ``affine_grid``/``grid_sample`` call warps the whole batch, which on a CPU is far cheaper than per-image
 torchvision transforms in a data loader. Images are in ``[0, 1]`` with a black (0) background, so zero padding
@@ -70,4 +71,22 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     if config.hflip:
         flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
         warped = torch.where(flip.view(n, 1, 1, 1), warped.flip(-1), warped)
+    if config.stroke_prob > 0:
+        warped = change_strokes(warped, config.stroke_prob, generator)
     return warped
+
+
+def change_strokes(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Dilate (bold pen) or erode (thin pen) a random ``probability`` share of ``images`` by one pixel.
+
+    Grey-level morphology with a 3x3 window: a max filter grows every stroke by a pixel on each side, a min filter
+    (the max filter of the negated image) thins it; erosion is skipped where it would erase the whole image.
+    """
+    n = images.shape[0]
+    draw = torch.rand(n, generator=generator).to(images.device)
+    dilated = F.max_pool2d(images, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    survives = eroded.amax(dim=(1, 2, 3)) > 0.5 * images.amax(dim=(1, 2, 3))
+    bold = (draw < probability / 2).view(n, 1, 1, 1)
+    thin = ((draw >= probability / 2) & (draw < probability) & survives).view(n, 1, 1, 1)
+    return torch.where(bold, dilated, torch.where(thin, eroded, images))

@@ -28,6 +28,8 @@ class AugmentConfig:
     elastic_sigma_px: float = 4.0
     # Off: a mirrored 2, 5 or 7 is not the same digit. Available only because the reference design listed flips.
     hflip: bool = False
+    # Thin and bold pens: the share of images whose strokes are eroded or dilated by one pixel (half each).
+    stroke_prob: float = 0.0
 
 
 @dataclass(frozen=True)

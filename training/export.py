@@ -75,6 +75,7 @@ def publish_model(
     commit: str | None,
     extra_files: Mapping[str, bytes],
     signature: Signature = DIGIT_CLASSIFIER,
+    pass_threshold: float | None = None,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
     scripted = to_torchscript(net)
@@ -87,6 +88,7 @@ def publish_model(
         input=signature.input,
         output=signature.output,
         temperature=temperature,
+        pass_threshold=pass_threshold,
         ensemble_weight=ensemble_weight,
         metrics={**metrics, "export_max_abs_diff": difference},
         training_config=dict(training_config),

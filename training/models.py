@@ -69,7 +69,7 @@ class LeNet5(nn.Module):
 
     DROPOUT = 0.25
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         s4_size = ((LENET_INPUT_SIZE - _LENET_KERNEL + 1) // 2 - _LENET_KERNEL + 1) // 2
         self.pad = nn.ZeroPad2d(_LENET_PAD)
@@ -91,13 +91,13 @@ class LeNet5(nn.Module):
             nn.Linear(120, 84),  # F6
             nn.ReLU(),
             nn.Dropout(self.DROPOUT),
-            nn.Linear(84, NUM_CLASSES),
+            nn.Linear(84, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad(x)  # (N, 1, 32, 32)
         x = self.features(x)  # (N, 6, 28, 28) -> (N, 6, 14, 14) -> (N, 16, 10, 10) -> (N, 16, 5, 5) -> (N, 120, 1, 1)
-        logits: torch.Tensor = self.classifier(x)  # (N, 120) -> (N, 84) -> (N, 10)
+        logits: torch.Tensor = self.classifier(x)  # (N, 120) -> (N, 84) -> (N, num_classes)
         return logits
 
 

@@ -275,6 +275,7 @@ def run(
             **_summary(result["test"]),
             "parameters": parameters,
             "temperature": result["temperature"],
+            "validation_accuracy": result["validation"]["accuracy"],
             "ece_uncalibrated": result["test_uncalibrated"]["ece"],
             "train_seconds": model.seconds,
         }

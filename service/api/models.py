@@ -40,6 +40,7 @@ def _model_info(status: ModelStatus, served: LoadedModel) -> ModelInfo:
         labels=manifest.labels,
         temperature=manifest.temperature,
         ensemble_weight=manifest.ensemble_weight,
+        pass_threshold=manifest.pass_threshold,
         metrics=manifest.metrics,
         training_config=manifest.training_config,
     )

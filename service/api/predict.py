@@ -13,11 +13,12 @@ from imaging.decoding import DecodeLimits
 from imaging.digit import prepare_digit
 from service import errors
 from service.deps import StateDep
-from service.inference import DigitPrediction, DigitRequest
+from service.inference import CheckResult, DigitPrediction, DigitRequest
 from service.logs import current_request_id
 from service.registry import ModelSet
 from service.schemas import (
     UPLOAD_REQUEST_BODY,
+    DigitCheck,
     EnsemblePrediction,
     ModelPrediction,
     PredictionResponse,
@@ -50,6 +51,21 @@ def select_models(models: ModelSet, query: str | None) -> tuple[str, ...]:
     return requested
 
 
+def _digit_check(check: CheckResult | None) -> DigitCheck | None:
+    if check is None:
+        return None
+    return DigitCheck.model_validate(
+        {
+            "one_digit": check.one_digit,
+            "reason": check.reason,
+            "score": check.score,
+            "threshold": check.threshold,
+            "model": check.name,
+            "version": check.version,
+        }
+    )
+
+
 def _to_response(
     request_id: str, prediction: DigitPrediction, png: bytes | None, timings: Timings
 ) -> PredictionResponse:
@@ -72,6 +88,7 @@ def _to_response(
             probabilities=ensemble.probabilities,
             models=[output.name for output in prediction.outputs],
         ),
+        digit_check=_digit_check(prediction.check),
         batch_size=prediction.batch_size,
         timings_ms=timings,
         image_png_base64=base64.b64encode(png).decode("ascii") if png is not None else None,
@@ -102,7 +119,7 @@ def _to_response(
 async def predict(
     request: Request, state: StateDep, models: ModelsQuery = None, debug: DebugQuery = False
 ) -> PredictionResponse:
-    """Classify the handwritten digit in an uploaded image with each selected model and their ensemble."""
+    """Classify the handwritten digit in an uploaded image with each model and the ensemble; say if it is one digit."""
     # One dependency, not one per collaborator: FastAPI's per-request dependency solving costs about
     # 60 us per alias, a few per cent of this route's whole budget.
     started = time.perf_counter()

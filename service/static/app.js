@@ -36,6 +36,7 @@ const elements = {
   ensembleConfidence: $("ensemble-confidence"),
   ensembleBars: $("ensemble-bars"),
   agreement: $("agreement"),
+  digitCheck: $("digit-check"),
   modelInput: $("model-input"),
   latencyServer: $("latency-server"),
   latencyTotal: $("latency-total"),
@@ -205,10 +206,25 @@ function showLatency(timings, roundTripMs) {
     steps.length > 0 ? `${steps.map(([step, value]) => `${step} ${milliseconds.format(value)}`).join(" · ")} ms` : "";
 }
 
+// What the page says when the digit check flags an image: the digits shown are then only the models' guesses.
+const CHECK_NOTICES = {
+  "several digits": "This looks like several digits. The models read one digit at a time: crop the image to one digit.",
+  "not a digit": "This does not look like a handwritten digit. The digits below are only guesses.",
+};
+
+function digitCheckNotice(check) {
+  if (check?.one_digit !== false) return "";
+  return CHECK_NOTICES[check.reason] ?? CHECK_NOTICES["not a digit"];
+}
+
 function showResults(payload, roundTripMs, source, description) {
   settle();
   shownSource = source;
   const { ensemble, predictions } = payload;
+
+  const notice = digitCheckNotice(payload.digit_check);
+  elements.digitCheck.textContent = notice;
+  elements.digitCheck.hidden = notice === "";
 
   elements.ensembleDigit.textContent = String(ensemble.label);
   elements.ensembleConfidence.textContent = `${percent.format(ensemble.confidence)} confidence`;
@@ -235,7 +251,8 @@ function showResults(payload, roundTripMs, source, description) {
 
   const perModel = ordered.map((prediction) => `${displayName(prediction.model)} ${prediction.label}`).join(", ");
   elements.status.textContent =
-    `Prediction for ${description}: ${ensemble.label} (${percent.format(ensemble.confidence)} confidence). ${perModel}.`;
+    `${notice ? `${notice} ` : ""}Prediction for ${description}: ${ensemble.label} ` +
+    `(${percent.format(ensemble.confidence)} confidence). ${perModel}.`;
   elements.resultBody.hidden = false;
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from contract import (
+    CHECK_OUTPUT_SPEC,
     CONFIG_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -149,3 +151,29 @@ def test_prune_keeps_the_newest(store: ModelStore) -> None:
     assert store.versions("cnn") == [3, 4]
     with pytest.raises(ValueError, match="at least 1"):
         store.prune("cnn", keep=0)
+
+
+def test_models_are_listed_by_the_kind_their_newest_manifest_states(store: ModelStore) -> None:
+    _publish(store, name="cnn")
+    check_card = CARD.model_copy(update={"kind": "digit_check", "output": CHECK_OUTPUT_SPEC, "pass_threshold": 0.3})
+    store.publish("check", b"check", check_card)
+    # A model with no readable manifest is listed under every kind, so whoever loads it can say what is wrong.
+    (store.root / "broken" / "1").mkdir(parents=True)
+
+    assert store.model_names() == ["broken", "check", "cnn"]
+    assert store.model_names("digit_classifier") == ["broken", "cnn"]
+    assert store.model_names("digit_check") == ["broken", "check"]
+    assert store.read_manifest("cnn", 1).kind == "digit_classifier"
+    assert store.read_manifest("check", 1).pass_threshold == 0.3
+    assert "dims: [ 3 ]" in (store.root / "check" / CONFIG_FILE).read_text()
+    assert "dims: [ 10 ]" in (store.root / "cnn" / CONFIG_FILE).read_text()
+
+
+def test_manifests_without_a_kind_describe_digit_classifiers(store: ModelStore) -> None:
+    _publish(store)
+    path = store.version_dir("cnn", 1) / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    del manifest["kind"], manifest["pass_threshold"]
+    path.write_text(json.dumps(manifest))
+
+    assert store.read_manifest("cnn", 1).kind == "digit_classifier"

@@ -55,7 +55,8 @@ def scripted(name: str) -> torch.jit.ScriptModule:
 
 
 def test_the_committed_store_has_every_model() -> None:
-    assert MODEL_NAMES == ["cnn", "lenet5", "mlp", "reader"]
+    assert MODEL_NAMES == ["check", "cnn", "lenet5", "mlp", "reader"]
+    assert COMMITTED.model_names("digit_check") == ["check"]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -23,7 +23,15 @@ from service.config import Settings
 from service.deps import STATE_KEY
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.main import create_app
-from tests.support.stand_ins import ENSEMBLE_WEIGHTS, FIXED_LOGITS, TEMPERATURES, publish
+from tests.support.stand_ins import (
+    CHECK_LOGITS,
+    CHECK_THRESHOLD,
+    ENSEMBLE_WEIGHTS,
+    FIXED_LOGITS,
+    TEMPERATURES,
+    publish,
+    publish_check,
+)
 from tests.support.uploads import draw_seven, png_bytes, upload
 
 ALL_MODELS = ["cnn", "lenet5", "mlp"]
@@ -287,3 +295,60 @@ def test_predict_concurrent_requests_are_batched(
     # At least 4 requests waited behind the held batch, so the next batch was full.
     assert held_sizes[1] == 4
     assert max(response.json()["batch_size"] for response in responses) == 4
+
+
+def test_predict_without_a_digit_check_leaves_the_field_out(client: TestClient, digit_png: bytes) -> None:
+    response = client.post("/predict", files=upload(digit_png))
+
+    assert response.status_code == 200
+    assert "digit_check" not in response.json()
+
+
+def test_predict_says_whether_the_image_is_one_digit_and_keeps_the_labels(
+    settings: Settings, store: ModelStore, digit_png: bytes
+) -> None:
+    publish_check(store)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", files=upload(digit_png))
+
+    assert response.status_code == 200
+    body = response.json()
+    score = float(torch.softmax(torch.tensor(CHECK_LOGITS), dim=0)[0])
+    assert body["digit_check"] == {
+        "one_digit": False,
+        "reason": "not a digit",
+        "score": pytest.approx(score, abs=1e-6),
+        "threshold": CHECK_THRESHOLD,
+        "model": "check",
+        "version": 1,
+    }
+    assert [p["model"] for p in body["predictions"]] == ALL_MODELS
+    assert body["ensemble"]["probabilities"] == pytest.approx(expected_ensemble(ALL_MODELS), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("logits", "expected"),
+    [
+        ([3.0, 0.0, 0.0], {"one_digit": True}),
+        ([0.0, 2.0, 1.0], {"one_digit": False, "reason": "several digits"}),
+    ],
+)
+def test_predict_digit_check_verdicts(
+    settings: Settings, store: ModelStore, digit_png: bytes, logits: list[float], expected: dict[str, object]
+) -> None:
+    publish_check(store, logits=logits)
+    with TestClient(create_app(settings)) as client:
+        check = client.post("/predict", files=upload(digit_png)).json()["digit_check"]
+
+    assert {key: check[key] for key in ("one_digit", "reason") if key in check} == expected
+
+
+def test_predict_rejects_the_digit_check_as_a_selected_model(
+    settings: Settings, store: ModelStore, digit_png: bytes
+) -> None:
+    publish_check(store)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict?models=check", files=upload(digit_png))
+
+    assert response.status_code == 422
+    assert response.json() == {"detail": errors.UnknownModelError.default_detail}

@@ -11,15 +11,26 @@ import torch
 
 from contract import MANIFEST_FILE, MODEL_FILE, ModelStore
 from service.registry import ModelChange, ModelLoadError, ModelRegistry, load_model
-from tests.support.stand_ins import FIXED_LOGITS, MODEL_NAMES, FixedLogits, WrongOutput, publish, stand_in_card
+from tests.support.stand_ins import (
+    FIXED_LOGITS,
+    MODEL_NAMES,
+    FixedLogits,
+    WrongOutput,
+    publish,
+    publish_check,
+    stand_in_card,
+)
 
 CPU = torch.device("cpu")
 
 
 def make_registry(
-    store: ModelStore, names: Sequence[str] = (), pinned: Mapping[str, int] | None = None
+    store: ModelStore,
+    names: Sequence[str] = (),
+    pinned: Mapping[str, int] | None = None,
+    digit_check: bool = True,
 ) -> ModelRegistry:
-    registry = ModelRegistry(store, CPU, names=names, pinned=pinned)
+    registry = ModelRegistry(store, CPU, names=names, pinned=pinned, digit_check=digit_check)
     registry.refresh()
     return registry
 
@@ -224,3 +235,36 @@ def test_refresh_never_drops_a_served_model(store: ModelStore) -> None:
 
     assert registry.models["cnn"].version == 1
     assert registry.statuses["cnn"].problems == ("model 'cnn' has no versions in the store",)
+
+
+def test_digit_check_is_served_beside_the_classifiers_never_as_one(store: ModelStore) -> None:
+    publish_check(store)
+
+    registry = make_registry(store, names=["mlp"])
+
+    assert registry.models.classifiers() == ["mlp"]
+    assert registry.models.names() == ["mlp", "check"]
+    assert registry.models.check is not None
+    assert (registry.models.check.name, registry.models.check.manifest.kind) == ("check", "digit_check")
+    assert registry.statuses["check"].state == "serving"
+
+
+def test_digit_check_can_be_turned_off(store: ModelStore) -> None:
+    publish_check(store)
+
+    registry = make_registry(store, digit_check=False)
+
+    assert registry.models.names() == sorted(MODEL_NAMES)
+    assert registry.models.check is None
+    assert "check" not in registry.statuses
+
+
+def test_digit_check_with_the_wrong_output_width_is_refused(store: ModelStore) -> None:
+    publish_check(store, logits=[0.0] * 10)
+
+    registry = make_registry(store)
+
+    assert registry.models.check is None
+    assert registry.statuses["check"].problems == (
+        "check v1: warm-up failed: output is (1, 10), expected (1, 3) logits",
+    )

@@ -74,3 +74,25 @@ def test_affine_matrices_stay_near_the_identity() -> None:
     # Output-to-input maps: the determinant is 1 / scale^2 (shear preserves area).
     assert determinant.min() >= 1 / 1.1**2 - 1e-5 and determinant.max() <= 1 / 0.9**2 + 1e-5
     assert theta[:, :, 2].abs().max() <= 0.2
+
+
+def test_stroke_changes_make_strokes_bolder_or_thinner_and_never_erase_a_digit() -> None:
+    images = torch.zeros(200, 1, 28, 28)
+    images[:, :, 8:20, 12:15] = 1.0  # a 3-pixel-wide bar
+    thin = torch.zeros(1, 1, 28, 28)
+    thin[:, :, 8:20, 13] = 1.0  # one pixel wide: erosion would erase it
+    config = dataclasses.replace(_STILL, stroke_prob=1.0)
+
+    changed = augment_batch(images, config, torch.Generator().manual_seed(0))
+    kept = augment_batch(thin, config, torch.Generator().manual_seed(1))
+
+    widths = changed[:, 0, 14].sum(dim=1).round()  # the bar's width in its middle row
+    assert set(widths.tolist()) == {1.0, 5.0}
+    assert (widths == 5).sum() > 50
+    assert (widths == 1).sum() > 50
+    assert kept.sum() >= thin.sum()
+
+
+def test_stroke_probability_zero_leaves_strokes_alone() -> None:
+    images = _blob()
+    assert torch.equal(augment_batch(images, _STILL, torch.Generator().manual_seed(0)), images)

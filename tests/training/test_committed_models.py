@@ -1,8 +1,11 @@
-"""The committed models in ``model_store/``: intact (sha256), and at least as accurate as the targets require."""
+"""The committed models in ``model_store/``: intact (sha256), at least as accurate as the targets require, and the
+digit check at its bars."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +13,10 @@ import torch
 from contract import ModelStore, VerifiedModel
 from contract.ensemble import calibrated_log_probs, ensemble_probs
 from contract.torchscript import load_torchscript
+from evaluation.digit_check import DIGIT_PASS_BAR, held_out_categories, measure
+from evaluation.run import DEFAULT_USPS
+from service.registry import load_model
+from training.check import STORE_NAME, pass_probabilities
 from training.data import default_data_dir, load_mnist
 from training.train import to_inputs
 
@@ -74,3 +81,49 @@ def test_committed_store_is_small_and_complete() -> None:
         assert {"report.md", "confusion_matrix.png", "learning_curves.png"} <= {p.name for p in folder.iterdir()}
         total_bytes += sum(p.stat().st_size for p in folder.iterdir())
     assert total_bytes < 20 * 2**20
+
+
+# The digit check on slices of the held-out categories (reports/digit_check.json holds the full measurement and the
+# bars). On 40 images one image is 2.5 points: a slice allows two misses per category, four where the bar itself
+# allows two (letters, symbols, scribbles at 95 %).
+CHECK_SLICE = 40
+CHECK_SLICE_MISSES = {"one digit": 2, "several digits": 2, "not a digit": 4}
+CHECK_REPORT = Path(__file__).resolve().parents[2] / "reports" / "digit_check.json"
+
+
+@pytest.fixture(scope="module")
+def check_rates() -> dict[str, dict[str, Any]]:
+    store_check = STORE.resolve(STORE_NAME)
+    categories = held_out_categories(default_data_dir(), DEFAULT_USPS, CHECK_SLICE)
+    check = load_model(STORE, STORE_NAME, store_check, torch.device("cpu"))
+    with torch.inference_mode():
+        scores = {
+            category.name: pass_probabilities(
+                check.module(torch.from_numpy(category.images).float().div(255.0).unsqueeze(1)),
+                check.manifest.temperature,
+            )
+            for category in categories
+        }
+    return measure(categories, scores, check.manifest.pass_threshold or 0.5, bars=True)
+
+
+def test_committed_digit_check_report_describes_the_committed_check() -> None:
+    report = json.loads(CHECK_REPORT.read_text())
+    manifest = STORE.read_manifest(STORE_NAME, STORE.resolve(STORE_NAME))
+
+    assert manifest.kind == "digit_check"
+    assert report["check"] == {"name": STORE_NAME, "version": manifest.version, "threshold": manifest.pass_threshold}
+
+
+def test_committed_digit_check_passes_mnist_test_digits(check_rates: dict[str, dict[str, Any]]) -> None:
+    mnist = check_rates["MNIST test"]
+    assert mnist["images"] == 10_000
+    assert mnist["rate"] >= DIGIT_PASS_BAR
+
+
+def test_committed_digit_check_on_a_slice_of_every_category(check_rates: dict[str, dict[str, Any]]) -> None:
+    for name, row in check_rates.items():
+        if name == "MNIST test":
+            continue
+        misses = round((1.0 - row["rate"]) * row["images"])
+        assert misses <= CHECK_SLICE_MISSES[row["kind"]], f"{name}: {misses} of {row['images']} missed"

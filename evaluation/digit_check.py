@@ -1,0 +1,225 @@
+"""The digit check on held-out images: does it pass real single digits and flag everything else?
+
+Every image here is unseen in training and calibration: MNIST's official test digits as they are and every
+category of the realistic upload suite (:mod:`evaluation.uploads`: MNIST test and USPS digits rendered as scans,
+photos, canvas drawings ... and sent through the service's preprocessing), numbers composed from MNIST test
+digits, letters and symbols in font families the check never saw, and scribbles from other random draws; the
+negatives are sent as uploads too (scans, phone photos, canvas drawings, :mod:`evaluation.renderings`). For each
+category it reports the share that passes (digits) or is flagged (the rest) at the published threshold, the bars,
+and the trade-off over thresholds; beside it, the same operating point for the served ensemble's confidence, the
+score a client had before. ``python -m evaluation.digit_check`` writes ``reports/digit_check.json`` and
+``reports/digit_check.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from contract import ModelStore
+from contract.device import select_device
+from evaluation import renderings
+from evaluation.report import save_png
+from evaluation.run import DEFAULT_USPS, combine, load_members, predict_log_probs
+from evaluation.uploads import IMAGES_PER_CATEGORY, build_suite, prepare_uploads
+from service.registry import load_model
+from training.check import ONE_DIGIT, STORE_NAME, choose_threshold, pass_probabilities
+from training.data import default_data_dir, load_mnist
+from training.negatives import (
+    HELD_OUT_FONTS,
+    LETTERS,
+    SYMBOLS,
+    canonicalise,
+    number_inks,
+    render_glyphs,
+    render_scribbles,
+)
+
+logger = logging.getLogger(__name__)
+
+# The bars: real single digits that must pass, and the other kinds that must be flagged.
+DIGIT_PASS_BAR = 0.99
+NOT_DIGIT_FLAG_BAR = 0.95
+SEVERAL_FLAG_BAR = 0.98
+# Draws unlike any the trainer used (it uses seeds 100*seed + 1 and + 2).
+_HELD_OUT_SEED = 7_919
+_THRESHOLDS = np.round(np.linspace(0.01, 0.99, 99), 2).tolist()
+
+
+@dataclass(frozen=True)
+class Category:
+    """Held-out images of one kind: ``kind`` is "one digit", "several digits" or "not a digit"."""
+
+    name: str
+    kind: str
+    images: npt.NDArray[np.uint8]
+    refused: npt.NDArray[np.bool_]
+
+
+def _canonical(name: str, kind: str, images: npt.NDArray[np.uint8]) -> Category:
+    return Category(name, kind, images, np.zeros(len(images), dtype=np.bool_))
+
+
+def _sent(name: str, kind: str, uploads: Sequence[bytes]) -> Category:
+    inputs, refused = prepare_uploads(uploads)
+    images = (inputs.squeeze(1) * 255.0).round().to(torch.uint8).numpy()
+    return Category(name, kind, images, refused.numpy())
+
+
+def _rendered(inks: Sequence[npt.NDArray[np.float32]], render: renderings.Rendering, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [render(ink, rng) for ink in inks]
+
+
+def held_out_categories(data_dir: Path, usps_path: Path, per_category: int) -> list[Category]:
+    """The held-out images: MNIST test as it is (all 10,000), then at most ``per_category`` per category."""
+    mnist, _ = load_mnist(data_dir, "test")
+    digits = mnist.numpy()
+    categories = [_canonical("MNIST test", "one digit", digits)]
+    suite = build_suite(per_category, _HELD_OUT_SEED, data_dir, usps_path)
+    categories += [_sent(category.name, "one digit", category.uploads) for category in suite]
+    seed = _HELD_OUT_SEED
+    number_ink = number_inks(digits, per_category, seed)
+    letters = render_glyphs(per_category, HELD_OUT_FONTS, LETTERS, seed)
+    letter_ink = [image.astype(np.float32) / 255.0 for image in letters]
+    categories += [
+        _canonical("numbers", "several digits", np.stack([canonicalise(ink) for ink in number_ink])),
+        _sent("numbers, scan", "several digits", _rendered(number_ink, renderings.scan_tight_some_sides, seed)),
+        _sent("numbers, phone photo", "several digits", _rendered(number_ink, renderings.phone_photo, seed)),
+        _sent("numbers, canvas", "several digits", _rendered(number_ink, renderings.canvas_thick, seed)),
+        _canonical("letters", "not a digit", letters),
+        _sent("letters, scan", "not a digit", _rendered(letter_ink, renderings.scan_tight_some_sides, seed)),
+        _sent("letters, phone photo", "not a digit", _rendered(letter_ink, renderings.phone_photo, seed)),
+        _canonical("symbols", "not a digit", render_glyphs(per_category, HELD_OUT_FONTS, SYMBOLS, seed)),
+        _canonical("scribbles", "not a digit", render_scribbles(per_category, seed)),
+    ]
+    return categories
+
+
+def _inputs(images: npt.NDArray[np.uint8]) -> torch.Tensor:
+    return torch.from_numpy(images).float().div(255.0).unsqueeze(1)
+
+
+def _rate(scores: torch.Tensor, refused: npt.NDArray[np.bool_], kind: str, threshold: float) -> float:
+    """Share of the category on the right side of ``threshold``; a refused upload (422) never passes as a digit."""
+    passed = (scores >= threshold) & ~torch.from_numpy(refused)
+    good = passed if kind == "one digit" else ~passed
+    return float(good.double().mean())
+
+
+def measure(
+    categories: Sequence[Category], scores: Mapping[str, torch.Tensor], threshold: float, bars: bool
+) -> dict[str, Any]:
+    """Per category: its size, refusals, the rate at ``threshold`` and (with ``bars``) whether it meets its bar."""
+    rows: dict[str, Any] = {}
+    for category in categories:
+        rate = _rate(scores[category.name], category.refused, category.kind, threshold)
+        row: dict[str, Any] = {
+            "kind": category.kind,
+            "images": len(category.images),
+            "refused": int(category.refused.sum()),
+            "rate": rate,
+        }
+        if bars:
+            bar = {"one digit": DIGIT_PASS_BAR, "several digits": SEVERAL_FLAG_BAR}.get(
+                category.kind, NOT_DIGIT_FLAG_BAR
+            )
+            row.update(bar=bar, meets_bar=rate >= bar)
+        rows[category.name] = row
+    return rows
+
+
+def evaluate_check(
+    store: ModelStore, version: int | None, data_dir: Path, usps_path: Path, per_category: int
+) -> dict[str, Any]:
+    """Score every held-out category with the check (and the ensemble's confidence) and summarise."""
+    device = torch.device("cpu")
+    check = load_model(store, STORE_NAME, version or store.resolve(STORE_NAME), device)
+    threshold = check.manifest.pass_threshold or 0.5
+    members = load_members(store, {}, select_device("cpu"))
+    categories = held_out_categories(data_dir, usps_path, per_category)
+    check_scores, ensemble_scores = {}, {}
+    with torch.inference_mode():
+        for category in categories:
+            inputs = _inputs(category.images)
+            check_scores[category.name] = pass_probabilities(check.module(inputs), check.manifest.temperature)
+            log_probs = [predict_log_probs(member, inputs) for member in members]
+            ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
+    # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.
+    check_pass = _rate(check_scores["MNIST test"], categories[0].refused, "one digit", threshold)
+    ensemble_threshold = choose_threshold(ensemble_scores["MNIST test"], check_pass)
+    return {
+        "check": {"name": check.name, "version": check.version, "threshold": threshold},
+        "ensemble": {name: m.manifest.version for name, m in ((m.name, m) for m in members)},
+        "categories": measure(categories, check_scores, threshold, bars=True),
+        "ensemble_confidence": {
+            "threshold": ensemble_threshold,
+            "categories": measure(categories, ensemble_scores, ensemble_threshold, bars=False),
+        },
+        "trade_off": [
+            {"threshold": t, **{c.name: _rate(check_scores[c.name], c.refused, c.kind, t) for c in categories}}
+            for t in _THRESHOLDS
+        ],
+        "one_digit_class": ONE_DIGIT,
+    }
+
+
+def plot_trade_off(result: Mapping[str, Any], path: Path) -> None:
+    """Share of each flagged kind against the share of single digits passing, over thresholds."""
+    rows = result["trade_off"]
+    kinds = {name: row["kind"] for name, row in result["categories"].items()}
+    digit_names = [name for name, kind in kinds.items() if kind == "one digit"]
+    worst_pass = [min(row[name] for name in digit_names) for row in rows]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, kind in kinds.items():
+        if kind != "one digit":
+            axis.plot(worst_pass, [row[name] for row in rows], label=name)
+    axis.axvline(DIGIT_PASS_BAR, color="grey", linestyle="--", linewidth=1)
+    published = min(result["categories"][name]["rate"] for name in digit_names)
+    axis.axvline(published, color="black", linestyle=":", linewidth=1, label="published threshold")
+    axis.set_xlabel("single digits passing (worst category)")
+    axis.set_ylabel("share flagged")
+    axis.set_xlim(0.9, 1.0)
+    axis.set_ylim(0.5, 1.0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower left")
+    axis.set_title("Digit check: held-out trade-off over thresholds")
+    figure.tight_layout()
+    save_png(figure, path)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.digit_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--store", type=Path, default=Path("model_store"))
+    parser.add_argument("--version", type=int, help="the check's version (default: latest)")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--usps", type=Path, default=DEFAULT_USPS)
+    parser.add_argument("--per-category", type=int, default=IMAGES_PER_CATEGORY, help="images per held-out category")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    result = evaluate_check(
+        ModelStore(args.store), args.version, args.data_dir or default_data_dir(), args.usps, args.per_category
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "digit_check.json").write_text(json.dumps(result, indent=2))
+    plot_trade_off(result, args.out / "digit_check.png")
+    for name, row in result["categories"].items():
+        logger.info("%-40s %-15s %6.2f %% (bar %.0f %%)", name, row["kind"], 100 * row["rate"], 100 * row["bar"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

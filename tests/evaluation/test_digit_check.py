@@ -1,0 +1,69 @@
+"""The digit check's held-out measurement: rates per category, the bars, the trade-off and the ensemble baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contract import ModelStore
+from evaluation.digit_check import (
+    DIGIT_PASS_BAR,
+    NOT_DIGIT_FLAG_BAR,
+    SEVERAL_FLAG_BAR,
+    Category,
+    main,
+    measure,
+)
+from tests.support.stand_ins import CHECK_THRESHOLD, MODEL_NAMES, publish, publish_check
+
+
+def _category(name: str, kind: str, count: int, refused: int = 0) -> Category:
+    mask = np.zeros(count, dtype=np.bool_)
+    mask[:refused] = True
+    return Category(name, kind, np.zeros((count, 28, 28), dtype=np.uint8), mask)
+
+
+def test_rates_count_refused_uploads_as_never_passing() -> None:
+    categories = [
+        _category("digits", "one digit", 4, refused=1),
+        _category("numbers", "several digits", 4, refused=1),
+        _category("letters", "not a digit", 4),
+    ]
+    scores = {
+        "digits": torch.tensor([0.9, 0.9, 0.9, 0.1]),
+        "numbers": torch.tensor([0.9, 0.9, 0.1, 0.1]),
+        "letters": torch.tensor([0.9, 0.1, 0.1, 0.1]),
+    }
+
+    rows = measure(categories, scores, threshold=0.5, bars=True)
+
+    assert rows["digits"] == {
+        "kind": "one digit", "images": 4, "refused": 1, "rate": 0.5, "bar": DIGIT_PASS_BAR, "meets_bar": False,
+    }  # fmt: skip
+    assert (rows["numbers"]["rate"], rows["numbers"]["bar"]) == (0.75, SEVERAL_FLAG_BAR)
+    assert (rows["letters"]["rate"], rows["letters"]["bar"]) == (0.75, NOT_DIGIT_FLAG_BAR)
+
+
+def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    for name in MODEL_NAMES:
+        publish(store, name)
+    publish_check(store)
+
+    assert main(["--store", str(store.root), "--per-category", "4", "--out", str(tmp_path / "out")]) == 0
+
+    result = json.loads((tmp_path / "out" / "digit_check.json").read_text())
+    assert (tmp_path / "out" / "digit_check.png").stat().st_size > 0
+    assert result["check"] == {"name": "check", "version": 1, "threshold": CHECK_THRESHOLD}
+    kinds = {row["kind"] for row in result["categories"].values()}
+    assert kinds == {"one digit", "several digits", "not a digit"}
+    # The stand-in flags everything as not a digit: no digit passes, every other image is flagged.
+    for row in result["categories"].values():
+        assert row["rate"] == (0.0 if row["kind"] == "one digit" else 1.0)
+    assert result["categories"]["MNIST test"]["images"] == 10_000
+    assert len(result["trade_off"]) == 99
+    assert set(result["ensemble_confidence"]["categories"]) == set(result["categories"])
+    assert 0.0 < result["ensemble_confidence"]["threshold"] <= 1.0

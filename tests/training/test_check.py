@@ -1,0 +1,68 @@
+"""The digit check's trainer: threshold choice, the trade-off table, and a short real run published into a store."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from contract import CHECK_CLASSES, CONFIG_FILE, ModelStore
+from contract.torchscript import load_torchscript
+from training.check import (
+    NOT_A_DIGIT,
+    ONE_DIGIT,
+    SEVERAL_DIGITS,
+    STORE_NAME,
+    build_check_data,
+    check_config,
+    choose_threshold,
+    run_check,
+    trade_off,
+)
+from training.data import default_data_dir
+
+
+def test_threshold_lets_the_requested_share_of_digits_through() -> None:
+    scores = torch.linspace(0.001, 1.0, 1000)
+
+    threshold = choose_threshold(scores, pass_rate=0.99)
+
+    assert float((scores >= threshold).double().mean()) == pytest.approx(0.99, abs=1e-3)
+    assert choose_threshold(scores, pass_rate=1.0) == pytest.approx(0.001)
+
+
+def test_trade_off_counts_passes_and_flags_per_class() -> None:
+    scores = torch.tensor([0.9, 0.8, 0.2, 0.7, 0.1, 0.05])
+    labels = torch.tensor([ONE_DIGIT, ONE_DIGIT, ONE_DIGIT, SEVERAL_DIGITS, SEVERAL_DIGITS, NOT_A_DIGIT])
+
+    (row,) = trade_off(scores, labels, [0.5])
+
+    assert row == {"threshold": 0.5, "digits_passed": 2 / 3, "several_flagged": 0.5, "not_digit_flagged": 1.0}
+
+
+def test_check_data_holds_every_kind_for_training_and_validation() -> None:
+    data = build_check_data(check_config(seed=0), default_data_dir(), scale=0.01)
+
+    for subset in (data.train, data.validation):
+        assert subset.images.shape[1:] == (28, 28) and subset.images.dtype == torch.uint8
+        assert set(subset.labels.tolist()) == {ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT}
+
+
+def test_short_run_publishes_a_calibrated_digit_check(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    config = dataclasses.replace(check_config(seed=0), epochs=1)
+
+    summary = run_check(config, default_data_dir(), store, torch.device("cpu"), scale=0.01)
+
+    verified = store.read_verified(STORE_NAME, 1)
+    manifest = verified.manifest
+    assert manifest.kind == "digit_check"
+    assert manifest.output.dims == [len(CHECK_CLASSES)]
+    assert manifest.pass_threshold == summary["pass_threshold"]
+    assert manifest.metrics["validation"]["at_threshold"]["digits_passed"] >= 0.99
+    assert "dims: [ 3 ]" in (store.root / STORE_NAME / CONFIG_FILE).read_text()
+    with torch.inference_mode():
+        logits = load_torchscript(verified.model_bytes)(torch.zeros(2, 1, 28, 28))
+    assert logits.shape == (2, len(CHECK_CLASSES))
