@@ -155,6 +155,22 @@ class PreprocessTimeoutError(PreprocessingFailedError):
     reason = "preprocess_timeout"
 
 
+# Every way a route that takes one uploaded image can fail, for its OpenAPI responses.
+UPLOAD_ERRORS: tuple[type[ServiceError], ...] = (
+    InvalidImageError,
+    ImageTooLargeError,
+    UnsupportedMediaTypeError,
+    MissingFileError,
+    NoDigitFoundError,
+    InvalidRequestError,
+    QueueFullError,
+    InferenceFailedError,
+    PreprocessingFailedError,
+    PreprocessTimeoutError,
+    MemoryBudgetError,
+    ServiceUnavailableError,
+)
+
 RefusalCounter = Callable[[str], None]
 
 

@@ -99,21 +99,7 @@ def _to_response(
     "/predict",
     response_model=PredictionResponse,
     response_model_exclude_none=True,
-    responses=error_responses(
-        errors.InvalidImageError,
-        errors.ImageTooLargeError,
-        errors.UnsupportedMediaTypeError,
-        errors.MissingFileError,
-        errors.UnknownModelError,
-        errors.NoDigitFoundError,
-        errors.InvalidRequestError,
-        errors.QueueFullError,
-        errors.InferenceFailedError,
-        errors.PreprocessingFailedError,
-        errors.PreprocessTimeoutError,
-        errors.MemoryBudgetError,
-        errors.ServiceUnavailableError,
-    ),
+    responses=error_responses(*errors.UPLOAD_ERRORS, errors.UnknownModelError),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
 )
 async def predict(

@@ -7,7 +7,7 @@
   const READ_DELAY_MS = 600;
   // Digits written across most of the canvas height get MNIST's pen: about a ninth of the digit's height.
   const STROKE_FRACTION = 1 / 10;
-  const percent = new Intl.NumberFormat(undefined, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  // `percent` and `renderBars` are app.js's (loaded first): one bar chart for both modes.
   const $ = (id) => document.getElementById(id);
   const ui = {
     canvas: $("number-canvas"),
@@ -89,36 +89,11 @@
     show(payload);
   }
 
-  function renderBars(probabilities, label) {
-    ui.bars.replaceChildren(
-      ...probabilities.map((probability, digit) => {
-        const item = document.createElement("li");
-        item.className = digit === label ? "bar is-top" : "bar";
-        item.style.setProperty("--p", String(Math.min(Math.max(probability, 0), 1)));
-        item.title = `${digit}: ${percent.format(probability)}`;
-        const track = document.createElement("span");
-        track.className = "bar-track";
-        track.setAttribute("aria-hidden", "true");
-        const fill = document.createElement("span");
-        fill.className = "bar-fill";
-        track.append(fill);
-        const name = document.createElement("span");
-        name.className = "bar-label";
-        name.textContent = String(digit);
-        const value = document.createElement("span");
-        value.className = "visually-hidden";
-        value.textContent = `: ${percent.format(probability)}`;
-        item.append(track, name, value);
-        return item;
-      }),
-    );
-  }
-
   function select(index, digit) {
     for (const element of ui.boxes.children) element.classList.toggle("is-selected", element.dataset.index === String(index));
     for (const element of ui.digits.children) element.classList.toggle("is-selected", element.dataset.index === String(index));
     ui.detailTitle.textContent = `Digit ${index + 1}: ${digit.label}, ${percent.format(digit.confidence)} confidence`;
-    renderBars(digit.probabilities, digit.label);
+    renderBars(ui.bars, digit.probabilities, digit.label);
     ui.detail.hidden = false;
   }
 
