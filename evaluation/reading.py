@@ -354,6 +354,29 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+_ROW_TITLES = {"by_rendering": "rendering: {}", "mnist_by_spacing": "MNIST, digits {}", "by_length": "length {}"}
+
+
+def _score_rows(readers: dict[str, Any], names: list[str], subset: str, breakdowns: tuple[str, ...]) -> list[str]:
+    """One table row for the whole ``subset``, then one per group of each breakdown: each reader's exact match /
+    digit accuracy, and the group's line count (the first reader's)."""
+    first = readers[names[0]][subset]
+    paths: list[tuple[str, tuple[str, ...]]] = [("all", ("overall",))]
+    paths += [(_ROW_TITLES[kind].format(group), (kind, group)) for kind in breakdowns for group in first[kind]]
+    rows = []
+    for title, path in paths:
+        entries = [_lookup(readers[name][subset], path) for name in names]
+        cells = [f"{_pct(entry['exact_match'])} / {_pct(entry['digit_accuracy'])}" for entry in entries]
+        rows.append(f"| {title} ({int(_lookup(first, path)['lines'])}) | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _lookup(entry: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        entry = entry[key]
+    return entry
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Tables of the JSON: the three readers on the EasyOCR subset by rendering, spacing and length, then the
     reader and Tesseract on the whole set, then the reader's commonest confusions."""
@@ -370,39 +393,11 @@ def markdown(results: dict[str, Any]) -> str:
         "| lines | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
-    first = readers[names[0]]["easyocr_subset"]
-    rows: list[tuple[str, list[str]]] = [("all", ["overall"])]
-    rows += [(f"rendering: {group}", ["by_rendering", group]) for group in first["by_rendering"]]
-    rows += [(f"MNIST, digits {spacing}", ["mnist_by_spacing", spacing]) for spacing in first["mnist_by_spacing"]]
-    rows += [(f"length {bucket}", ["by_length", bucket]) for bucket in first["by_length"]]
-    for title, path in rows:
-        cells = []
-        for name in names:
-            entry: Any = readers[name]["easyocr_subset"]
-            for key in path:
-                entry = entry[key]
-            cells.append(f"{_pct(entry['exact_match'])} / {_pct(entry['digit_accuracy'])}")
-        count = first
-        for key in path:
-            count = count[key]
-        lines.append(f"| {title} ({int(count['lines'])}) | " + " | ".join(cells) + " |")
+    lines += _score_rows(readers, names, "easyocr_subset", ("by_rendering", "mnist_by_spacing", "by_length"))
     full = [name for name in names if "all" in readers[name]]
     lines += ["", "On the whole set:", "", "| lines | " + " | ".join(full) + " |", "|---|" + "---|" * len(full)]
+    lines += _score_rows(readers, full, "all", ("by_rendering", "mnist_by_spacing"))
     whole = readers[full[0]]["all"]
-    rows = [("all", ["overall"])]
-    rows += [(f"rendering: {group}", ["by_rendering", group]) for group in whole["by_rendering"]]
-    rows += [(f"MNIST, digits {spacing}", ["mnist_by_spacing", spacing]) for spacing in whole["mnist_by_spacing"]]
-    for title, path in rows:
-        cells = []
-        for name in full:
-            entry = readers[name]["all"]
-            for key in path:
-                entry = entry[key]
-            cells.append(f"{_pct(entry['exact_match'])} / {_pct(entry['digit_accuracy'])}")
-        count = whole
-        for key in path:
-            count = count[key]
-        lines.append(f"| {title} ({int(count['lines'])}) | " + " | ".join(cells) + " |")
     confusions = ", ".join(f"{c['truth']}→{c['read']} ×{c['count']}" for c in whole["confusions"])
     lines += ["", f"{names[0]}'s commonest errors (truth→read): {confusions}.", ""]
     return "\n".join(lines)

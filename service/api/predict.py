@@ -9,9 +9,9 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, Query, Request
 
-from imaging.decoding import DecodeLimits
 from imaging.digit import prepare_digit
 from service import errors
+from service.api.upload_stage import read_and_prepare
 from service.deps import StateDep
 from service.inference import CheckResult, DigitPrediction, DigitRequest
 from service.logs import current_request_id
@@ -27,7 +27,6 @@ from service.schemas import (
 )
 from service.state import AppState
 from service.tracing import Stage
-from service.uploads import read_upload
 
 router = APIRouter(tags=["prediction"])
 
@@ -115,26 +114,15 @@ async def predict(
     # Every bound is asked before the upload is read: under overload, refusing costs no body bytes.
     state.preprocess_pool.check_intake()
     state.batcher.check_intake()
-    with state.upstream.track(), state.byte_budget.reserve() as reservation:
-        data = await read_upload(request, state.settings.max_upload_bytes, reservation)
-        read = time.perf_counter()
-        limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
-        digit = await state.preprocess_pool.run(prepare_digit, data, limits, with_png=debug)
-        del data  # freed now, not after inference: the reservation stops counting it here
-        prepared = time.perf_counter()
+    upload = await read_and_prepare(request, state, prepare_digit, started_s=started, with_png=debug)
+    digit = upload.value
     prediction = await state.batcher.submit(
         DigitRequest(image=torch.from_numpy(digit.pixels), models=snapshot, selected=selected)
     )
     done = time.perf_counter()
     request_id = current_request_id()
-    _observe(state, prediction, request_id, (started, read, prepared, done))
-    timings = Timings(
-        read_ms=(read - started) * 1e3,
-        preprocess_ms=(prepared - read) * 1e3,
-        inference_ms=(done - prepared) * 1e3,
-        total_ms=(done - started) * 1e3,
-    )
-    return _to_response(request_id, prediction, digit.png, timings)
+    _observe(state, prediction, request_id, (started, upload.read_s, upload.prepared_s, done))
+    return _to_response(request_id, prediction, digit.png, upload.timings(done))
 
 
 def _observe(

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from imaging import errors as imaging_errors
-from imaging.decoding import DecodeLimits
 from imaging.lines import prepare_line
 from service import errors
+from service.api.upload_stage import read_and_prepare
 from service.deps import StateDep
 from service.logs import current_request_id
 from service.reading import LineReading, LineRequest
@@ -24,7 +24,6 @@ from service.schemas import (
     Timings,
     error_responses,
 )
-from service.uploads import read_upload
 
 router = APIRouter(tags=["reading"])
 
@@ -82,24 +81,12 @@ async def read(request: Request, state: StateDep, debug: LineDebugQuery = False)
     reader = select_reader(snapshot)
     state.preprocess_pool.check_intake()
     state.line_batcher.check_intake()
-    with state.upstream.track(), state.byte_budget.reserve() as reservation:
-        data = await read_upload(request, state.settings.max_upload_bytes, reservation)
-        received = time.perf_counter()
-        limits = DecodeLimits(max_image_pixels=state.settings.max_image_pixels)
-        try:
-            prepared = await state.preprocess_pool.run(prepare_line, data, limits, with_png=debug)
-        except imaging_errors.NoDigitFoundError:
-            raise errors.NoDigitFoundError(_NO_LINE_DETAIL) from None
-        del data  # freed now, not after inference: the reservation stops counting it here
-        normalised = time.perf_counter()
+    try:
+        upload = await read_and_prepare(request, state, prepare_line, started_s=started, with_png=debug)
+    except imaging_errors.NoDigitFoundError:
+        raise errors.NoDigitFoundError(_NO_LINE_DETAIL) from None
+    prepared = upload.value
     reading = await state.line_batcher.submit(
         LineRequest(line=prepared.line, models=snapshot, reader=reader, with_digit_pngs=debug)
     )
-    done = time.perf_counter()
-    timings = Timings(
-        read_ms=(received - started) * 1e3,
-        preprocess_ms=(normalised - received) * 1e3,
-        inference_ms=(done - normalised) * 1e3,
-        total_ms=(done - started) * 1e3,
-    )
-    return _to_response(current_request_id(), reading, prepared.png, timings)
+    return _to_response(current_request_id(), reading, prepared.png, upload.timings(time.perf_counter()))

@@ -92,11 +92,11 @@ def upload(page: Page, name: str, data: bytes) -> None:
     )
 
 
-def draw(page: Page, strokes: Sequence[Stroke]) -> None:
-    """Draw with the mouse; points are fractions of the canvas, each stroke one press-move-release."""
-    box = page.locator("#draw-canvas").bounding_box()
+def draw(page: Page, strokes: Sequence[Stroke], canvas: str = "#draw-canvas") -> None:
+    """Draw with the mouse on ``canvas``; points are fractions of it, each stroke one press-move-release."""
+    box = page.locator(canvas).bounding_box()
     if box is None:
-        pytest.fail("the drawing canvas is not visible")
+        pytest.fail(f"the canvas {canvas} is not visible")
     for stroke in strokes:
         points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
         page.mouse.move(*points[0])

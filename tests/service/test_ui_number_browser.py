@@ -4,21 +4,21 @@ with the mouse, an uploaded multi-digit image, and an image with no ink. Screens
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from evaluation.line_images import render_scan
-from harness.server import RunningServer
-from tests.service.test_ui_browser import ARTIFACTS_DIR, DESKTOP, RESULT_TIMEOUT_MS, Stroke, browser, server
+from tests.service.test_ui_browser import RESULT_TIMEOUT_MS, Stroke, browser, draw, page, server
 from training.data import default_data_dir, load_mnist
 from training.synthetic_lines import LineVariation, compose_line, crop_glyph
 
 pytestmark = pytest.mark.slow
-__all__ = ["browser", "server"]
+# The page, its browser and server are the digit panel tests' own fixtures.
+__all__ = ["browser", "page", "server"]
 
 # A 4 (two strokes) and a 2 (one), in fractions of the wide canvas, each about two thirds of its height.
 FOUR: Sequence[Stroke] = [[(0.31, 0.15), (0.25, 0.62), (0.40, 0.62)], [(0.36, 0.32), (0.36, 0.86)]]
@@ -27,72 +27,43 @@ TWO: Sequence[Stroke] = [
 ]
 
 
-@pytest.fixture
-def number_page(browser: Browser, server: RunningServer, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(viewport=DESKTOP, locale="en-US")
-    opened = context.new_page()
-    script_errors: list[str] = []
-    opened.on("pageerror", lambda error: script_errors.append(str(error)))
-    opened.goto(server.url)
-    yield opened
-    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    opened.screenshot(path=ARTIFACTS_DIR / f"{request.node.name}.png", full_page=True)
-    context.close()
-    assert script_errors == []
-
-
-def draw_number(page: Page, strokes: Sequence[Stroke]) -> None:
-    box = page.locator("#number-canvas").bounding_box()
-    if box is None:
-        pytest.fail("the number canvas is not visible")
-    for stroke in strokes:
-        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*point, steps=12)
-        page.mouse.up()
-
-
 def upload_number(page: Page, data: bytes, mime_type: str = "image/png") -> None:
     page.locator("#number-file").set_input_files(
         files=[FilePayload(name="number.png", mimeType=mime_type, buffer=data)]
     )
 
 
-def test_drawn_42_is_read_with_a_box_per_digit_and_bars_on_focus(number_page: Page) -> None:
-    draw_number(number_page, [*FOUR, *TWO])
+def test_drawn_42_is_read_with_a_box_per_digit_and_bars_on_focus(page: Page) -> None:
+    draw(page, [*FOUR, *TWO], canvas="#number-canvas")
 
-    expect(number_page.locator("#number-text")).to_have_text("42", timeout=RESULT_TIMEOUT_MS)
-    expect(number_page.locator("#number-boxes .number-box")).to_have_count(2)
-    number_page.locator("#number-digits li").nth(1).focus()
-    expect(number_page.locator("#number-detail")).to_be_visible()
-    expect(number_page.locator("#number-bars li")).to_have_count(10)
-    expect(number_page.locator("#number-bars li.is-top .bar-label")).to_have_text("2")
+    expect(page.locator("#number-text")).to_have_text("42", timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#number-boxes .number-box")).to_have_count(2)
+    page.locator("#number-digits li").nth(1).focus()
+    expect(page.locator("#number-detail")).to_be_visible()
+    expect(page.locator("#number-bars li")).to_have_count(10)
+    expect(page.locator("#number-bars li.is-top .bar-label")).to_have_text("2")
 
 
-def test_uploaded_multi_digit_image_is_read(number_page: Page) -> None:
+def test_uploaded_multi_digit_image_is_read(page: Page) -> None:
     images, labels = load_mnist(default_data_dir(), "test")
     chosen = [1, 2, 3, 4, 7, 8]  # 2, 1, 0, 4, 9, 1
     rng = np.random.default_rng(5)
     ink = compose_line([crop_glyph(images[i].numpy()) for i in chosen], ["apart"] * 5, rng, LineVariation())
     text = "".join(str(int(labels[i])) for i in chosen)
 
-    upload_number(number_page, render_scan(ink, rng))
+    upload_number(page, render_scan(ink, rng))
 
-    expect(number_page.locator("#number-text")).to_have_text(text, timeout=RESULT_TIMEOUT_MS)
-    expect(number_page.locator("#number-boxes .number-box")).to_have_count(len(text))
-    expect(number_page.locator("#number-status")).to_contain_text(f"Read {text}")
+    expect(page.locator("#number-text")).to_have_text(text, timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#number-boxes .number-box")).to_have_count(len(text))
+    expect(page.locator("#number-status")).to_contain_text(f"Read {text}")
 
 
-def test_image_without_ink_shows_the_services_message(number_page: Page) -> None:
+def test_image_without_ink_shows_the_services_message(page: Page) -> None:
     blank = io.BytesIO()
     Image.new("RGB", (600, 160), (240, 240, 236)).save(blank, format="PNG")
 
-    upload_number(number_page, blank.getvalue())
+    upload_number(page, blank.getvalue())
 
-    expect(number_page.locator("#number-error")).to_contain_text(
-        "No digits found in the image", timeout=RESULT_TIMEOUT_MS
-    )
-    expect(number_page.locator("#number-error")).to_contain_text("(HTTP 422)")
-    expect(number_page.locator("#number-result")).to_be_hidden()
+    expect(page.locator("#number-error")).to_contain_text("No digits found in the image", timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#number-error")).to_contain_text("(HTTP 422)")
+    expect(page.locator("#number-result")).to_be_hidden()
