@@ -21,15 +21,18 @@ class AugmentConfig:
     translate_frac: float = 0.1
     scale_min: float = 0.9
     scale_max: float = 1.1
-    shear_deg: float = 8.0
+    # Slant up to 16 degrees either way: doubling version 1's 8 degrees raised the upload-style validation accuracy
+    # (reports/training/augment_ablation.json) at no cost on MNIST's own validation digits.
+    shear_deg: float = 16.0
     # Elastic distortion (Simard et al. 2003) helps long runs but costs epochs to pay off: off in the 10-epoch recipe.
     elastic: bool = False
     elastic_alpha_px: float = 2.0
     elastic_sigma_px: float = 4.0
     # Off: a mirrored 2, 5 or 7 is not the same digit. Available only because the reference design listed flips.
     hflip: bool = False
-    # Thin and bold pens: the share of images whose strokes are eroded or dilated by one pixel (half each).
-    stroke_prob: float = 0.0
+    # Thin and bold pens: the share of images whose strokes are eroded or dilated by one pixel (half each). 0.3
+    # raised the upload-style validation accuracy as much as the stronger slant did (the same ablation).
+    stroke_prob: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class TrainConfig:
 # Departures from the shared default recipe. The MLP has no translation invariance, so large shifts only cost it
 # capacity (milder warps), and its epochs are cheap on a CPU (20 of them: 99.33 % where 12 reach 99.19 %). The CNN
 # gets 12 epochs, what the 20-minute CPU budget leaves: it is the model that needs them to clear 99.6 %.
-_MLP_AUGMENT = AugmentConfig(rotation_deg=8.0, translate_frac=0.05, scale_min=0.93, scale_max=1.07, shear_deg=5.0)
+_MLP_AUGMENT = AugmentConfig(rotation_deg=8.0, translate_frac=0.05, scale_min=0.93, scale_max=1.07, shear_deg=10.0)
 _DEFAULT_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 20, "augment": _MLP_AUGMENT},
     "cnn": {"epochs": 12},

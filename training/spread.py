@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from contract import ModelStore
 from training.config import TrainConfig, default_recipe, quick_recipe
 from training.data import default_data_dir
 from training.models import MODELS
@@ -32,23 +33,38 @@ def summarise(values: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def spread(models: Sequence[str], seeds: Sequence[int], data_dir: Path, quick: bool = False) -> dict[str, Any]:
+def stage_store(stage: Path, seed: int) -> ModelStore:
+    """The store under ``stage`` that holds seed ``seed``'s models until one seed is chosen and published."""
+    return ModelStore(stage / f"seed-{seed}")
+
+
+def spread(
+    models: Sequence[str], seeds: Sequence[int], data_dir: Path, quick: bool = False, stage: Path | None = None
+) -> dict[str, Any]:
     """Train and assess ``models`` once per seed; per-seed accuracies and their summaries.
 
-    ``quick`` uses the smoke-test recipe (one epoch on 2,000 images) instead of the default one.
+    ``quick`` uses the smoke-test recipe (one epoch on 2,000 images) instead of the default one. With ``stage``,
+    each seed's models are published into their own store there (see :func:`stage_store`), so the chosen seed can
+    be published without training it again.
     """
     runs: dict[str, dict[str, dict[str, float]]] = {}
     for seed in seeds:
         configs = {name: default_recipe(TrainConfig(seed=seed), name) for name in models}
         if quick:
             configs = {name: quick_recipe(config) for name, config in configs.items()}
-        summary = run(configs, data_dir, None, torch.device("cpu"))
+        store = stage_store(stage, seed) if stage is not None else None
+        summary = run(configs, data_dir, store, torch.device("cpu"))
+        ensemble = summary["ensemble"]
         rows = {
-            name: {"validation": row["validation_accuracy"], "test": row["accuracy"], "seconds": row["train_seconds"]}
+            name: {
+                "validation": row["validation_accuracy"],
+                "test": row["accuracy"],
+                "seconds": row["train_seconds"],
+                "weight": ensemble["weights"][name] if ensemble else 1.0,
+            }
             for name, row in summary["models"].items()
         }
-        if summary["ensemble"] is not None:
-            ensemble = summary["ensemble"]
+        if ensemble is not None:
             rows["ensemble"] = {"validation": ensemble["validation_accuracy"], "test": ensemble["accuracy"]}
         runs[str(seed)] = rows
     return _result("quick" if quick else "default", models, runs)
@@ -89,13 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--dry-run", action="store_true", help="the quick recipe: one epoch on 2,000 images")
     parser.add_argument("--merge", nargs="+", type=Path, help="combine these outputs instead of training")
+    parser.add_argument("--stage", type=Path, help="publish each seed's models into DIR/seed-N (nothing else)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     if args.merge:
         result = merge([json.loads(path.read_text()) for path in args.merge])
     else:
-        result = spread(args.models, args.seeds, args.data_dir or default_data_dir(), quick=args.dry_run)
+        result = spread(
+            args.models, args.seeds, args.data_dir or default_data_dir(), quick=args.dry_run, stage=args.stage
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return 0
