@@ -1,10 +1,15 @@
-"""The recipe's spread over seeds: the default command's training and assessment, repeated, nothing published.
+"""The recipe's spread over seeds, and the publication of the seed chosen on validation.
 
 Each seed trains the chosen models from scratch with the default recipe (its own validation hold-out, weights,
 warps and order), fits temperatures and ensemble weights on its validation split and reads the test set once.
 ``python -m training.spread --seeds 0 1 2`` writes each seed's validation and test accuracy per model and for
 the ensemble, with their mean and sample standard deviation, to ``reports/training/spread.json``; seeds run as
 separate processes (``--seeds 0 --out a.json`` ...) are combined with ``--merge a.json b.json ...``.
+
+With ``--stage DIR`` every seed's models are also published into a store of their own (``DIR/seed-N``), and
+``--publish`` then copies the models of the seed with the best ensemble *validation* accuracy into the model
+store as their next versions: the spread runs are the publishing runs, nothing is trained twice and the test
+figures play no part in the choice.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from typing import Any
 
 import torch
 
-from contract import ModelStore
+from contract import MANIFEST_FILE, MODEL_FILE, Manifest, ModelCard, ModelStore
 from training.config import TrainConfig, default_recipe, quick_recipe
 from training.data import default_data_dir
 from training.models import MODELS
 from training.train import run
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_OUT = Path("reports/training/spread.json")
+DEFAULT_STORE = Path("model_store")
+CHOICE_RULE = "highest ensemble validation accuracy; ties go to the lowest seed"
 
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
@@ -96,6 +105,35 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return _result(results[0]["recipe"], results[0]["models"], dict(sorted(runs.items(), key=lambda i: int(i[0]))))
 
 
+def choose_seed(result: dict[str, Any]) -> int:
+    """The seed to publish, by :data:`CHOICE_RULE` (a single model stands in for the ensemble)."""
+    runs: dict[str, dict[str, dict[str, float]]] = result["runs"]
+    scored = "ensemble" if all("ensemble" in rows for rows in runs.values()) else result["models"][0]
+    return int(max(runs, key=lambda seed: (runs[seed][scored]["validation"], -int(seed))))
+
+
+def republish(source: ModelStore, name: str, version: int, target: ModelStore) -> Manifest:
+    """Publish ``source``'s ``name`` v``version`` (model, card and report files) as ``target``'s next version."""
+    verified = source.read_verified(name, version)
+    card = ModelCard.model_validate(verified.manifest.model_dump(include=set(ModelCard.model_fields)))
+    folder = source.version_dir(name, version)
+    extra_files = {
+        path.name: path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name not in (MODEL_FILE, MANIFEST_FILE)
+    }
+    return target.publish(name, verified.model_bytes, card, extra_files=extra_files)
+
+
+def publish_chosen(result: dict[str, Any], stage: Path, store: ModelStore) -> dict[str, Any]:
+    """Publish the chosen seed's staged models into ``store``; ``result`` with what was published, and why."""
+    seed = choose_seed(result)
+    staged = stage_store(stage, seed)
+    versions = {name: republish(staged, name, staged.resolve(name), store).version for name in result["models"]}
+    logger.info("published seed %d (%s) as %s", seed, CHOICE_RULE, versions)
+    return {**result, "published": {"seed": seed, "rule": CHOICE_RULE, "versions": versions}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.spread", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
@@ -105,8 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--dry-run", action="store_true", help="the quick recipe: one epoch on 2,000 images")
     parser.add_argument("--merge", nargs="+", type=Path, help="combine these outputs instead of training")
-    parser.add_argument("--stage", type=Path, help="publish each seed's models into DIR/seed-N (nothing else)")
+    parser.add_argument("--stage", type=Path, help="also publish each seed's models into a store DIR/seed-N")
+    parser.add_argument(
+        "--publish", action="store_true", help="then publish the seed chosen on validation from --stage into --store"
+    )
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="the model store --publish publishes into")
     args = parser.parse_args(argv)
+    if args.publish and args.stage is None:
+        parser.error("--publish needs --stage: the folder the seeds' models were staged in")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     if args.merge:
@@ -115,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = spread(
             args.models, args.seeds, args.data_dir or default_data_dir(), quick=args.dry_run, stage=args.stage
         )
+    if args.publish:
+        result = publish_chosen(result, args.stage, ModelStore(args.store))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return 0
