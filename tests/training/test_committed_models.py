@@ -75,6 +75,14 @@ def test_ensemble_is_at_least_as_accurate_as_the_best_model(
     assert _accuracy(combined, labels) >= best_single
 
 
+def test_version_1_of_every_digit_model_stays_pinnable() -> None:
+    served = {member.name: member.version for member in load_members(STORE, {}, torch.device("cpu"))}
+    pinned = load_members(STORE, dict.fromkeys(REQUIRED_ACCURACY, 1), torch.device("cpu"))
+
+    assert served == dict.fromkeys(REQUIRED_ACCURACY, 2)
+    assert {member.name: member.version for member in pinned} == dict.fromkeys(REQUIRED_ACCURACY, 1)
+
+
 def test_committed_store_is_small_and_complete() -> None:
     total_bytes = 0
     for name in REQUIRED_ACCURACY:
