@@ -76,7 +76,8 @@ def requested(*names: str, binary: bool = True) -> list[triton.InferRequestedOut
 
 def stored_logits(name: str, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """What Triton's PyTorch backend computes: the stored TorchScript file's forward pass."""
-    verified = ModelStore(REPO_ROOT / "model_store").read_verified(name, 1)
+    store = ModelStore(REPO_ROOT / "model_store")
+    verified = store.read_verified(name, store.resolve(name))
     module = load_torchscript(verified.model_bytes)
     with torch.inference_mode():
         logits: npt.NDArray[np.float32] = module.eval()(torch.from_numpy(inputs)).numpy()
@@ -87,15 +88,15 @@ def test_server_and_models_are_live_and_ready(client: triton.InferenceServerClie
     assert client.is_server_live()
     assert client.is_server_ready()
     assert all(client.is_model_ready(name) for name in ("cnn", "lenet5", "mlp", "ensemble"))
-    assert client.is_model_ready("cnn", "1")
-    assert not client.is_model_ready("cnn", "2")
+    assert client.is_model_ready("cnn", "2")
+    assert not client.is_model_ready("cnn", "1")
     assert not client.is_model_ready("resnet")
 
 
 def test_metadata_lists_versions_inputs_and_outputs(client: triton.InferenceServerClient) -> None:
     metadata = client.get_model_metadata("cnn")
 
-    assert metadata["versions"] == ["1"]
+    assert metadata["versions"] == ["2"]
     assert metadata["platform"] == "pytorch_libtorch"
     assert metadata["inputs"][0] == {"name": "input__0", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
     assert metadata["outputs"][0] == {"name": "output__0", "datatype": "FP32", "shape": [-1, 10]}
