@@ -1,0 +1,104 @@
+"""``POST /detect``: every handwritten number in a camera frame or a photo of a page, found and read.
+
+The page is prepared in the preprocessing pool (:func:`imaging.detection.prepare_page` proposes lines of ink),
+every candidate goes through ``/read``'s line batcher and reader, and a candidate is a number when the reader's
+string confidence reaches ``DIGITS_DETECT_MIN_CONFIDENCE``. Frames of a camera stream (``stream`` and ``frame``)
+that a newer frame has overtaken are answered 409 without work (see :mod:`service.frames`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from imaging.detection import prepare_page
+from service import errors
+from service.api.read import digit_results, select_reader, to_base64
+from service.api.upload_stage import read_and_prepare
+from service.deps import StateDep
+from service.frames import FrameTracker
+from service.logs import current_request_id
+from service.reading import LineReading, LineRequest
+from service.schemas import UPLOAD_REQUEST_BODY, DetectedNumber, DetectResponse, ReaderInfo, error_responses
+
+router = APIRouter(tags=["reading"])
+
+StreamQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="a camera stream's id, chosen by the client; with 'frame', overtaken frames are skipped",
+        examples=["phone-7f3a"],
+    ),
+]
+FrameQuery = Annotated[
+    int | None, Query(ge=0, description="the frame's number within its stream, counting upwards", examples=[17])
+]
+DetectDebugQuery = Annotated[
+    bool, Query(description="also return the ink the detector separated and each read digit's 28x28, as base64 PNGs")
+]
+_STREAM_NEEDS_FRAME = "Send both 'stream' and 'frame' (a camera stream's id and its frame number), or neither."
+
+
+def is_number(reading: LineReading, min_confidence: float) -> bool:
+    """Whether a candidate's reading is kept: some digits, read with at least ``min_confidence``."""
+    return bool(reading.text) and reading.confidence >= min_confidence
+
+
+def _admit_frame(frames: FrameTracker, stream: str | None, frame: int | None) -> None:
+    if (stream is None) != (frame is None):
+        raise errors.InvalidRequestError(_STREAM_NEEDS_FRAME)
+    if stream is not None and frame is not None and not frames.admit(stream, frame):
+        raise errors.StaleFrameError()
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(*errors.UPLOAD_ERRORS, errors.StaleFrameError),
+    openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
+)
+async def detect(
+    request: Request,
+    state: StateDep,
+    stream: StreamQuery = None,
+    frame: FrameQuery = None,
+    debug: DetectDebugQuery = False,
+) -> DetectResponse:
+    """Find and read every handwritten number in an image (a camera frame or a photo of a page)."""
+    started = time.perf_counter()
+    snapshot = state.registry.models
+    reader = select_reader(snapshot)
+    _admit_frame(state.frames, stream, frame)
+    state.preprocess_pool.check_intake()
+    state.line_batcher.check_intake()
+    upload = await read_and_prepare(request, state, prepare_page, started_s=started, with_png=debug)
+    if stream is not None and frame is not None and not state.frames.is_current(stream, frame):
+        raise errors.StaleFrameError()
+    page = upload.value
+    requests = [
+        LineRequest(line=c.line, models=snapshot, reader=reader, with_digit_pngs=debug) for c in page.candidates
+    ]
+    readings = await state.line_batcher.submit_many(requests) if requests else []
+    loaded = snapshot[reader]
+    return DetectResponse(
+        request_id=current_request_id(),
+        numbers=[
+            DetectedNumber(
+                text=reading.text,
+                confidence=reading.confidence,
+                box=[round(value, 1) for value in candidate.box],
+                digits=digit_results(reading),
+            )
+            for candidate, reading in zip(page.candidates, readings, strict=True)
+            if is_number(reading, state.settings.detect_min_confidence)
+        ],
+        candidates=len(page.candidates),
+        model=ReaderInfo(name=loaded.name, version=loaded.version),
+        frame=frame,
+        timings_ms=upload.timings(time.perf_counter()),
+        ink_png_base64=to_base64(page.png),
+    )
