@@ -2,10 +2,10 @@
 
 :func:`compose_page` lays out 1 to ``max_numbers`` numbers (1 to 6 MNIST digits written apart, composed by
 :func:`training.synthetic_lines.compose_line`, 20 to 70 px high, at random places) and the distractors a camera
-sees: printed words (DejaVu, Debian's ``fonts-dejavu-core``), ruled lines and a margin rule, tinted and grainy
-paper, stains, a soft shadow, then the whole sheet under a perspective tilt of up to ``MAX_TILT_DEG``, sensor noise,
-blur and JPEG. Each number's true box is the bounding box of its own ink after the tilt. Seeded: the same glyphs
-and generator give the same bytes.
+sees: printed words (DejaVu Serif faces, Debian's ``fonts-dejavu-core``), ruled lines and a margin rule, tinted and
+grainy paper, stains, a soft shadow, then the whole sheet under a perspective tilt of up to ``MAX_TILT_DEG``,
+sensor noise, blur and JPEG. Each number's true box is the bounding box of its own ink after the tilt. Seeded: the
+same glyphs and generator give the same bytes.
 """
 
 from __future__ import annotations
@@ -175,9 +175,12 @@ def compose_page(
     max_numbers: int = 5,
     max_words: int = 5,
     size: tuple[int, int] = PAGE_SIZE,
+    number_count: int | None = None,
+    word_count: int | None = None,
 ) -> Page:
-    """One page: 0 to ``max_numbers`` numbers of ``glyphs`` (cropped digits, light on black) and 0 to ``max_words``
-    printed words, with every distractor of the module docstring, as a JPEG."""
+    """One page: 1 to ``max_numbers`` numbers of ``glyphs`` (cropped digits, light on black) and 0 to ``max_words``
+    printed words (or exactly ``number_count`` and ``word_count``, as far as they fit), with every distractor of
+    the module docstring, as a JPEG."""
     width, height = size
     shape = (height, width)
     handwriting = np.zeros(shape, dtype=np.float32)
@@ -185,7 +188,7 @@ def compose_page(
     taken: list[Box] = []
     placed: list[tuple[str, InkArray, int, int]] = []
     variation = LineVariation(max_rotation_deg=4.0)
-    for _ in range(int(rng.integers(1, max_numbers + 1))):
+    for _ in range(int(rng.integers(1, max_numbers + 1)) if number_count is None else number_count):
         length = int(rng.integers(1, MAX_DIGITS_PER_NUMBER + 1))
         chosen = rng.integers(0, len(glyphs), length)
         ink = compose_line([glyphs[i] for i in chosen], ["apart"] * (length - 1), rng, variation)
@@ -197,7 +200,7 @@ def compose_page(
         region = handwriting[y : y + ink.shape[0], x : x + ink.shape[1]]
         np.maximum(region, ink, out=region)
         placed.append(("".join(str(int(labels[i])) for i in chosen), ink, x, y))
-    for _ in range(int(rng.integers(0, max_words + 1))):
+    for _ in range(int(rng.integers(0, max_words + 1)) if word_count is None else word_count):
         word = _printed_word(rng)
         spot = _place(shape, taken, (word.shape[1], word.shape[0]), rng)
         if spot is not None:

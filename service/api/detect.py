@@ -1,14 +1,16 @@
 """``POST /detect``: every handwritten number in a camera frame or a photo of a page, found and read.
 
 The page is prepared in the preprocessing pool (:func:`imaging.detection.prepare_page` proposes lines of ink),
-every candidate goes through ``/read``'s line batcher and reader, and a candidate is a number when the reader's
-string confidence reaches ``DIGITS_DETECT_MIN_CONFIDENCE``. Frames of a camera stream (``stream`` and ``frame``)
-that a newer frame has overtaken are answered 409 without work (see :mod:`service.frames`).
+every candidate goes through ``/read``'s line batcher and reader (its glyphs through the digit check), and a
+candidate is a number when the reader's string confidence reaches ``DIGITS_DETECT_MIN_CONFIDENCE`` and its glyphs'
+digit likeness ``DIGITS_DETECT_MIN_DIGIT_LIKENESS`` (:class:`NumberRule`). Frames of a camera stream (``stream``
+and ``frame``) that a newer frame has overtaken are answered 409 without work (see :mod:`service.frames`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +22,7 @@ from service.api.upload_stage import read_and_prepare
 from service.deps import StateDep
 from service.frames import FrameTracker
 from service.logs import current_request_id
-from service.reading import LineReading, LineRequest
+from service.reading import LineRequest
 from service.schemas import UPLOAD_REQUEST_BODY, DetectedNumber, DetectResponse, ReaderInfo, error_responses
 
 router = APIRouter(tags=["reading"])
@@ -42,9 +44,17 @@ DetectDebugQuery = Annotated[
 _STREAM_NEEDS_FRAME = "Send both 'stream' and 'frame' (a camera stream's id and its frame number), or neither."
 
 
-def is_number(reading: LineReading, min_confidence: float) -> bool:
-    """Whether a candidate's reading is kept: some digits, read with at least ``min_confidence``."""
-    return bool(reading.text) and reading.confidence >= min_confidence
+@dataclass(frozen=True)
+class NumberRule:
+    """When a candidate's reading is a number: some digits, read with at least ``min_confidence``, whose glyphs
+    the digit check finds at least ``min_digit_likeness`` digit-like (not letters; passed when no check is served)."""
+
+    min_confidence: float
+    min_digit_likeness: float
+
+    def accepts(self, text: str, confidence: float, digit_likeness: float | None) -> bool:
+        likeness_ok = digit_likeness is None or digit_likeness >= self.min_digit_likeness
+        return bool(text) and confidence >= self.min_confidence and likeness_ok
 
 
 def _admit_frame(frames: FrameTracker, stream: str | None, frame: int | None) -> None:
@@ -80,8 +90,10 @@ async def detect(
         raise errors.StaleFrameError()
     page = upload.value
     requests = [
-        LineRequest(line=c.line, models=snapshot, reader=reader, with_digit_pngs=debug) for c in page.candidates
+        LineRequest(line=c.line, models=snapshot, reader=reader, with_digit_pngs=debug, glyphs=c.glyphs)
+        for c in page.candidates
     ]
+    rule = NumberRule(state.settings.detect_min_confidence, state.settings.detect_min_digit_likeness)
     readings = await state.line_batcher.submit_many(requests) if requests else []
     loaded = snapshot[reader]
     return DetectResponse(
@@ -94,7 +106,7 @@ async def detect(
                 digits=digit_results(reading),
             )
             for candidate, reading in zip(page.candidates, readings, strict=True)
-            if is_number(reading, state.settings.detect_min_confidence)
+            if rule.accepts(reading.text, reading.confidence, reading.digit_likeness)
         ],
         candidates=len(page.candidates),
         model=ReaderInfo(name=loaded.name, version=loaded.version),
