@@ -1,4 +1,5 @@
-"""The ceiling of the HTTP stack: the service's own upload reading and image decoding, and no model.
+"""The ceiling of the HTTP stack: the service's own upload reading and image decoding, and no model, behind
+both routes the benchmark sends uploads to (``/predict`` and ``/read``).
 
 Served by the same uvicorn options as the service (``service.__main__.serve``), so the benchmark's ratio
 "service / bare endpoint" measures what batching, preprocessing and inference cost on top of HTTP.
@@ -38,6 +39,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="bare endpoint", lifespan=lifespan)
 
     @app.post("/predict")
+    @app.post("/read")
     async def predict(request: Request) -> dict[str, int]:
         with budget.reserve() as reservation:
             data = await read_upload(request, settings.max_upload_bytes, reservation)

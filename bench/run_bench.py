@@ -1,11 +1,12 @@
 """Throughput and latency of the running service: batching on, batching off, and the bare HTTP stack, in one run.
 
 Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
-uploads of two images: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing. All servers run side by side
-(idle ones cost nothing) and every cell is measured once per round, rounds interleaved, so slow spells of a noisy
-machine hit every configuration alike; the table shows each cell's median over the rounds. Results go to
-``bench/results/bench.json`` (every round) and ``bench/results/bench.md``. Run with ``make bench`` (needs Debian's
-``wrk``).
+uploads: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing to ``/predict``, and a 5-digit canvas line and
+a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). All servers
+run side by side (idle ones cost nothing) and every cell is measured once per round, rounds interleaved, so slow
+spells of a noisy machine hit every configuration alike; the table shows each cell's median over the rounds. Results go
+to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``. Run with ``make bench`` (needs
+Debian's ``wrk``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.read_latency import uploads as line_uploads
 from harness.server import REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
@@ -65,14 +67,30 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One benchmarked request: the route it goes to and the file it sends."""
+
+    route: str
+    data: bytes
+
+
 def bench_images() -> dict[str, bytes]:
-    """The two uploads: MNIST test digit 0 as a PNG, and the same digit drawn as a 280x280 RGBA canvas."""
+    """The two digit uploads: MNIST test digit 0 as a PNG, and the same digit drawn as a 280x280 RGBA canvas."""
     images, _labels = load_mnist(default_data_dir(), "test")
     digit = images[0].numpy()
     ink = Image.fromarray(digit).resize((28 * CANVAS_SCALE,) * 2, Image.Resampling.BILINEAR)
     canvas = Image.new("RGBA", ink.size, (0, 0, 0, 0))
     canvas.putalpha(ink)
     return {"28x28 digit": _png(Image.fromarray(digit)), "280x280 canvas": _png(canvas)}
+
+
+def bench_uploads() -> dict[str, Upload]:
+    """The digit uploads to ``/predict`` and the two lines of ``bench.read_latency`` to ``/read``."""
+    return {
+        **{name: Upload("/predict", data) for name, data in bench_images().items()},
+        **{f"{name} line": Upload("/read", data) for name, data in line_uploads().items()},
+    }
 
 
 def multipart(data: bytes) -> bytes:
@@ -153,23 +171,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    images = bench_images()
+    uploads = bench_uploads()
     rounds: dict[tuple[str, str, int], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         bodies: dict[str, Path] = {}
-        for name, data in images.items():
+        for name, upload in uploads.items():
             bodies[name] = Path(tmp) / f"{len(bodies)}.body"
-            bodies[name].write_bytes(multipart(data))
+            bodies[name].write_bytes(multipart(upload.data))
         urls: dict[str, str] = {}
         for config, (module, env) in CONFIGS.items():
             server = start_server(env, Path(tmp) / f"{module}.{len(urls)}.log", module=module)
             servers.callback(server.stop)
-            urls[config] = f"{server.url}/predict"
+            urls[config] = server.url
         for round_index in range(args.rounds):
             for config, url in urls.items():
                 for image, body_file in bodies.items():
                     for concurrency in CONCURRENCIES:
-                        result = measure(config, url, image, body_file, concurrency, args.duration_s)
+                        route = f"{url}{uploads[image].route}"
+                        result = measure(config, route, image, body_file, concurrency, args.duration_s)
                         rounds.setdefault((config, image, concurrency), []).append(result)
                         logger.info("round %d: %s", round_index + 1, result)
     results = [median_result(cell) for cell in rounds.values()]

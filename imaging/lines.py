@@ -186,13 +186,16 @@ def normalise_ink(ink: InkArray, *, deskew: bool = True) -> NormalisedLine:
     rotate = np.array([[cos, sin, 0.0], [-sin, cos, 0.0], [0, 0, 1]])
     to_source = (rotate @ to_levelled)[:2]
     source = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32), mode="F")
-    reduction = max(1, int(1 / scale / 2))
     matrix = to_source.copy()
-    if reduction > 1:
-        # Bilinear sampling aliases when shrinking by more than 2: box-average by a whole factor first.
-        source = source.reduce(reduction)
-        matrix = matrix / reduction
-        matrix[:, 2] -= 0.5 - 0.5 / reduction
+    if scale < 1.0:
+        # Shrink the whole image with Pillow's antialiasing resize first (its filter widens with the factor, as
+        # MNIST's own downscaling averaged areas), so the transform below only rotates and shifts: bilinear
+        # sampling alone skips pixels when shrinking, and hard-edged (bilevel) strokes come out jagged and thin.
+        size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+        factors = np.array([[source.width / size[0]], [source.height / size[1]]])
+        source = source.resize(size, Image.Resampling.BOX)
+        matrix = matrix / factors
+        matrix[:, 2:] -= 0.5 - 0.5 / factors
     # PIL samples at pixel centres: output pixel (u, v) is read at the source point of (u + 0.5, v + 0.5).
     coefficients = matrix @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     coefficients[:, 2] -= 0.5

@@ -118,6 +118,9 @@ class ReaderConfig:
     max_grad_norm: float = 5.0
     # Share of apart, touching and overlapping gaps between neighbouring digits.
     spacing_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    # Share of lines with every digit apart, every digit touching or overlapping, and gaps mixed one by one
+    # (see :func:`training.synthetic_lines.draw_line_spacings`).
+    line_style_weights: tuple[float, float, float] = (0.3, 0.4, 0.3)
     # The digit models' validation hold-out (same size and seed, hence the same digits).
     validation_size: int = 5000
     validation_lines: int = 1000

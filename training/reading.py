@@ -31,7 +31,14 @@ from training.config import ReaderConfig
 from training.data import Subset, data_checksums, load_mnist, stratified_split
 from training.export import git_commit, publish_model
 from training.models import LineReader
-from training.synthetic_lines import MAX_DIGITS, LineVariation, Spacing, compose_line, crop_glyph, draw_spacings
+from training.synthetic_lines import (
+    MAX_DIGITS,
+    LineVariation,
+    Spacing,
+    compose_line,
+    crop_glyph,
+    draw_line_spacings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +67,17 @@ class Line:
 class LineSource:
     """Composes random lines from one set of digits (cropped once), seeded."""
 
-    def __init__(self, digits: Subset, variation: LineVariation, spacing_weights: Sequence[float]) -> None:
+    def __init__(self, digits: Subset, variation: LineVariation, config: ReaderConfig) -> None:
         self.glyphs = [crop_glyph(image) for image in digits.images.numpy()]
         self.labels = digits.labels.numpy()
         self.variation = variation
-        self.spacing_weights = tuple(spacing_weights)
+        self.style_weights = config.line_style_weights
+        self.spacing_weights = config.spacing_weights
 
     def line(self, rng: np.random.Generator, length: int | None = None) -> Line:
         count = int(rng.integers(1, MAX_DIGITS + 1)) if length is None else length
         chosen = rng.integers(0, len(self.glyphs), count)
-        spacings = draw_spacings(count - 1, rng, self.spacing_weights)
+        spacings = draw_line_spacings(count - 1, rng, self.style_weights, self.spacing_weights)
         ink = compose_line([self.glyphs[i] for i in chosen], spacings, rng, self.variation)
         text = "".join(str(int(self.labels[i])) for i in chosen)
         return Line(normalise_ink(ink).pixels, text, tuple(spacings))
@@ -258,8 +266,8 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     keep, held = stratified_split(pool.labels, config.validation_size, config.seed)
     train_digits = pool.take(keep).limited(config.limit, config.seed)
     variation = LineVariation()
-    train = LineSource(train_digits, variation, config.spacing_weights)
-    validation = LineSource(pool.take(held), variation, config.spacing_weights).lines(config.validation_lines, 1)
+    train = LineSource(train_digits, variation, config)
+    validation = LineSource(pool.take(held), variation, config).lines(config.validation_lines, 1)
     initial_state = None
     if config.init_from is not None:
         if store is None:
@@ -268,7 +276,7 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     net, history, seconds = train_reader(train, validation, config, initial_state)
     temperature = fit_string_temperature(read_logits(net, [line.pixels for line in validation]),
                                          [line.text for line in validation])  # fmt: skip
-    test_source = LineSource(Subset(*load_mnist(data_dir, "test")), variation, config.spacing_weights)
+    test_source = LineSource(Subset(*load_mnist(data_dir, "test")), variation, config)
     test = test_source.lines(config.validation_lines, 2)
     metrics: dict[str, Any] = {
         "validation": evaluate_lines(net, validation, temperature),

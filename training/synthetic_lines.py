@@ -22,6 +22,8 @@ from imaging.lines import InkArray
 
 Spacing = Literal["apart", "touching", "overlapping"]
 SPACINGS: tuple[Spacing, ...] = ("apart", "touching", "overlapping")
+LineStyle = Literal["apart", "touching", "mixed"]
+LINE_STYLES: tuple[LineStyle, ...] = ("apart", "touching", "mixed")
 # Ink above this level counts when deciding where strokes are (MNIST's anti-aliased fringe is fainter).
 STROKE_LEVEL = 0.3
 MAX_DIGITS = 12
@@ -156,6 +158,24 @@ def draw_spacings(count: int, rng: np.random.Generator, weights: Sequence[float]
     probabilities = np.asarray(weights, dtype=np.float64)
     chosen = rng.choice(len(SPACINGS), size=count, p=probabilities / probabilities.sum())
     return [SPACINGS[int(i)] for i in chosen]
+
+
+def draw_line_spacings(
+    count: int, rng: np.random.Generator, style_weights: Sequence[float], spacing_weights: Sequence[float]
+) -> list[Spacing]:
+    """``count`` spacings for one line in a style drawn with ``style_weights`` over :data:`LINE_STYLES`.
+
+    A writer keeps a habit along a line: every digit apart, every digit touching or overlapping its neighbour
+    (the two in the ratio of ``spacing_weights``), or a mix drawn gap by gap. Drawn gap by gap alone, a long line
+    with no gap apart would be rare (0.6 ** 11 for 12 digits), though whole numbers are often written so.
+    """
+    probabilities = np.asarray(style_weights, dtype=np.float64)
+    style = LINE_STYLES[int(rng.choice(len(LINE_STYLES), p=probabilities / probabilities.sum()))]
+    if style == "apart":
+        return ["apart"] * count
+    if style == "touching":
+        return draw_spacings(count, rng, (0.0, *spacing_weights[1:]))
+    return draw_spacings(count, rng, spacing_weights)
 
 
 def compose_line(

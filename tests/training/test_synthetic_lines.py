@@ -11,6 +11,7 @@ from training.synthetic_lines import (
     compose_ink,
     compose_line,
     crop_glyph,
+    draw_line_spacings,
     draw_spacings,
 )
 
@@ -65,6 +66,18 @@ def test_spacings_follow_their_weights() -> None:
     drawn = draw_spacings(3000, np.random.default_rng(0), (0.5, 0.5, 0.0))
     assert "overlapping" not in drawn
     assert 1300 < drawn.count("apart") < 1700
+
+
+def test_a_line_keeps_its_writers_spacing_habit() -> None:
+    rng = np.random.default_rng(0)
+    lines = [draw_line_spacings(11, rng, (0.3, 0.4, 0.3), (0.4, 0.35, 0.25)) for _ in range(2000)]
+    all_apart = sum(set(line) == {"apart"} for line in lines)
+    no_gap_apart = sum("apart" not in line for line in lines)
+    # Gap by gap, 11 gaps with none apart would come up 0.6 ** 11 of the time (about 0.4 %).
+    assert 500 < all_apart < 700
+    assert 700 < no_gap_apart < 900
+    touching_only = [line for line in lines if "apart" not in line]
+    assert any("overlapping" in line and "touching" in line for line in touching_only)
 
 
 def test_composing_needs_one_spacing_per_gap() -> None:
