@@ -7,7 +7,8 @@ Every page goes through the service's own path (:func:`imaging.detection.prepare
 line batch function, :func:`service.api.detect.is_number`); EasyOCR (detector and reader, digits only) reads the
 same test pages. A true number is *found* when a kept box overlaps its true box with IoU >= 0.5 (each box matches
 at most once); *exact* when the found box also reads its digits exactly. Writes ``reports/detection.json`` and
-``reports/detection.md``; ``--store`` and ``--reader`` re-score another reader version with the same command.
+``reports/detection.md``; ``--store`` and ``--reader`` re-score another reader version with the same command
+(EasyOCR's readings are cached by page sha256 in ``reports/detection_easyocr.json``, so a re-run costs seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from contract import ModelStore
 from evaluation.pages import Box, Page, compose_page
+from evaluation.reading import AnchorCache, _easyocr_reader
 from imaging.decoding import DecodeLimits
 from imaging.detection import prepare_page
 from service.api.detect import NumberRule
@@ -37,6 +39,7 @@ from training.synthetic_lines import crop_glyph
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("reports/detection.json")
+DEFAULT_ANCHOR_CACHE = Path("reports/detection_easyocr.json")
 MIN_IOU = 0.5
 _LIMITS = DecodeLimits(max_image_pixels=25_000_000)
 # Thresholds tried on the validation pages (each of the two rule's thresholds).
@@ -91,10 +94,9 @@ def read_with_service(
     return results, loaded.version
 
 
-def read_with_easyocr(pages: Sequence[Page]) -> list[list[Found]]:
-    """EasyOCR's text detector (CRAFT) and reader on each page, digits only, every box it returns."""
-    from evaluation.reading import _easyocr_reader
-
+def read_with_easyocr(pages: Sequence[Page]) -> list[str]:
+    """EasyOCR's text detector (CRAFT) and reader on each page, digits only: every box it returns with digits, as
+    one JSON list per page (the anchor cache's format)."""
     reader = _easyocr_reader()
     results = []
     for page in pages:
@@ -103,9 +105,15 @@ def read_with_easyocr(pages: Sequence[Page]) -> list[list[Found]]:
             xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
             digits = "".join(char for char in str(text) if char.isdigit())
             if digits:
-                found.append(Found((min(xs), min(ys), max(xs), max(ys)), digits, float(confidence)))
-        results.append(found)
+                found.append(
+                    {"box": [min(xs), min(ys), max(xs), max(ys)], "text": digits, "confidence": float(confidence)}
+                )
+        results.append(json.dumps(found))
     return results
+
+
+def _found_boxes(encoded: str) -> list[Found]:
+    return [Found(tuple(f["box"]), f["text"], f["confidence"]) for f in json.loads(encoded)]
 
 
 def score(pages: Sequence[Page], found: Sequence[Sequence[Found]], rule: NumberRule) -> dict[str, float]:
@@ -181,7 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if not args.skip_easyocr:
         began = time.perf_counter()
-        found_easyocr = read_with_easyocr(test)
+        cache = AnchorCache(args.anchor_cache)
+        found_easyocr = [_found_boxes(encoded) for encoded in cache.read("easyocr_pages", test, read_with_easyocr)]
         results["readers"]["easyocr"] = {
             **score(test, found_easyocr, NumberRule(0.0, 0.0)),
             "ms_per_page": 1e3 * (time.perf_counter() - began) / len(test),
@@ -231,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-pages", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--skip-easyocr", action="store_true", help="score only the service's path")
+    parser.add_argument(
+        "--anchor-cache", type=Path, default=DEFAULT_ANCHOR_CACHE, help="EasyOCR's readings by page sha256"
+    )
     parser.add_argument(
         "--validation-only", action="store_true", help="choose the rule and log it; no test pages, nothing written"
     )

@@ -31,7 +31,8 @@ StreamQuery = Annotated[
     str | None,
     Query(
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="a camera stream's id, chosen by the client; with 'frame', overtaken frames are skipped",
+        description="a camera stream's id, chosen by the client; with 'frame', a frame that a newer frame of the "
+        "same stream has overtaken is answered 409 without being read",
         examples=["phone-7f3a"],
     ),
 ]
@@ -41,7 +42,6 @@ FrameQuery = Annotated[
 DetectDebugQuery = Annotated[
     bool, Query(description="also return the ink the detector separated and each read digit's 28x28, as base64 PNGs")
 ]
-_STREAM_NEEDS_FRAME = "Send both 'stream' and 'frame' (a camera stream's id and its frame number), or neither."
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ class NumberRule:
 
 
 def _admit_frame(frames: FrameTracker, stream: str | None, frame: int | None) -> None:
-    if (stream is None) != (frame is None):
-        raise errors.InvalidRequestError(_STREAM_NEEDS_FRAME)
+    """409 for a frame a newer one of its stream has overtaken; frames count only when both values are given."""
     if stream is not None and frame is not None and not frames.admit(stream, frame):
         raise errors.StaleFrameError()
 
