@@ -13,12 +13,15 @@ as for one line, then
 4. **specks, blots and edges**: components too small to be a stroke, taller than ``MAX_TEXT_HEIGHT_FRACTION`` of
    the image, or touching its border (cut off by the frame: not readable whole) are dropped;
 5. **lines of text**: components are grouped when they overlap vertically and lie within ``JOIN_GAP_HEIGHTS``
-   of their height apart, or sit one above the other (the parts of one digit);
+   of their height apart, or sit one above the other (the parts of one digit), and again on the groups' boxes
+   until nothing more joins;
 6. each group's ink (its own components only) is normalised by :func:`imaging.lines.normalise_ink`, the reader's
-   strip, with the map back to the uploaded image's pixels.
+   strip, with the map back to the uploaded image's pixels, and each of its characters is canonicalised as one
+   uploaded digit is (for the digit check).
 
-Which candidates are numbers is decided by whoever reads them (the reader's string confidence), not here: this
-module proposes, in reading order (top to bottom, then left to right). Pure and blocking; numpy and Pillow only.
+Which candidates are numbers is decided by whoever reads them (``/detect``: the reader's string confidence and the
+digit check's verdict on the characters), not here: this module proposes, in reading order (top to bottom, then
+left to right). Pure and blocking; numpy and Pillow only.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ list, overtaken camera frames refused with 409, every upload error, metrics and 
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 
@@ -135,3 +136,18 @@ def test_detect_is_counted_in_metrics_and_documented_with_examples(server: Runni
     assert 'route="/detect",status="200"' in metrics
     assert {"200", "400", "409", "413", "415", "422", "503"} <= set(operation["responses"])
     assert {parameter["name"] for parameter in operation["parameters"]} == {"stream", "frame", "debug"}
+
+
+def test_debug_returns_the_ink_the_detector_saw_and_each_digits_image(
+    server: RunningServer, glyphs: tuple[list[npt.NDArray[np.float32]], list[int]]
+) -> None:
+    page = _pages(glyphs, 1, number_count=2, word_count=0)[0]
+
+    body = _detect(server, page.data, debug="true").json()
+
+    ink = Image.open(io.BytesIO(base64.b64decode(body["ink_png_base64"])))
+    assert (ink.mode, ink.size) == ("L", Image.open(io.BytesIO(page.data)).size)
+    assert body["numbers"]
+    for number in body["numbers"]:
+        for digit in number["digits"]:
+            assert Image.open(io.BytesIO(base64.b64decode(digit["image_png_base64"]))).size == (28, 28)
