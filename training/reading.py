@@ -272,7 +272,7 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     if config.init_from is not None:
         if store is None:
             raise ValueError("starting from a published reader needs the store it is in")
-        initial_state = published_state(store, config.init_from)
+        initial_state = published_state(store, config.init_from, config.seed)
     net, history, seconds = train_reader(train, validation, config, initial_state)
     temperature = fit_string_temperature(read_logits(net, [line.pixels for line in validation]),
                                          [line.text for line in validation])  # fmt: skip
@@ -297,12 +297,20 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     return summary
 
 
-def published_state(store: ModelStore, reference: str) -> dict[str, torch.Tensor]:
-    """The weights of a published reader (``"name:version"``), read through the store's checksum."""
+def published_state(store: ModelStore, reference: str, seed: int) -> dict[str, torch.Tensor]:
+    """The weights of a published reader (``"name:version"``), read through the store's checksum.
+
+    The seed picks the validation hold-out, so a run continuing another must keep its seed: with another, the new
+    validation lines would hold digits the published weights trained on.
+    """
     name, _, version = reference.partition(":")
     if not version.isdigit():
         raise ValueError(f"{reference!r} is not name:version")
-    scripted = load_torchscript(store.read_verified(name, int(version)).model_bytes)
+    verified = store.read_verified(name, int(version))
+    trained_seed = verified.manifest.training_config.get("seed")
+    if trained_seed != seed:
+        raise ValueError(f"{reference} was trained with --seed {trained_seed}: continue it with the same seed")
+    scripted = load_torchscript(verified.model_bytes)
     return {key: value.clone() for key, value in scripted.state_dict().items()}
 
 

@@ -80,15 +80,18 @@ def test_a_run_can_start_from_a_published_readers_weights(tmp_path: Path) -> Non
     strips = torch.rand(2, 1, 32, 64)
     publish_model(
         store, "reader", net, strips,
-        temperature=1.0, ensemble_weight=0.0, metrics={}, training_config={}, data_checksums={}, commit=None,
-        extra_files={}, signature=LINE_READER,
+        temperature=1.0, ensemble_weight=0.0, metrics={}, training_config={"seed": 3}, data_checksums={},
+        commit=None, extra_files={}, signature=LINE_READER,
     )  # fmt: skip
 
     restored = LineReader().eval()
-    restored.load_state_dict(published_state(store, "reader:1"))
+    restored.load_state_dict(published_state(store, "reader:1", seed=3))
 
     with torch.inference_mode():
         assert torch.equal(restored(strips), net(strips))
     assert store.read_manifest("reader", 1).kind == "line_reader"
     with pytest.raises(ValueError, match="name:version"):
-        published_state(store, "reader")
+        published_state(store, "reader", seed=3)
+    # Another seed holds out other digits, some of which these weights trained on.
+    with pytest.raises(ValueError, match="--seed 3"):
+        published_state(store, "reader:1", seed=0)
