@@ -44,8 +44,10 @@ WORD_HEIGHT_PIXELS = (14, 44)
 _MNIST_INK_PIXELS = 20.0
 # Free space kept around each item, in its own heights, so items do not read as one line.
 _CLEARANCE_HEIGHTS = 1.2
-# Items stay this far inside the frame, so that after the tilt they are still whole.
+# Items are drawn this far inside the page, and must lie this far inside the frame once tilted (a number cut by the
+# frame's edge is not one a reader could be asked to read).
 _FRAME_MARGIN_PIXELS = 48
+_EDGE_PIXELS = 4
 _PLACEMENT_TRIES = 200
 # Where a number's own ink lies, for its true box.
 _INK_LEVEL = 0.3
@@ -89,10 +91,28 @@ def _printed_word(rng: np.random.Generator) -> InkArray:
     return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
+def _inside(box: Box, to_image: npt.NDArray[np.float64], shape: tuple[int, int]) -> bool:
+    """Whether ``box`` (page coordinates) is whole in the camera's frame, ``_EDGE_PIXELS`` clear of its edges."""
+    x0, y0, x1, y1 = box
+    corners = to_image @ np.array([[x0, x1, x1, x0], [y0, y0, y1, y1], [1.0, 1.0, 1.0, 1.0]])
+    xs, ys = corners[0] / corners[2], corners[1] / corners[2]
+    return bool(
+        xs.min() >= _EDGE_PIXELS
+        and ys.min() >= _EDGE_PIXELS
+        and xs.max() <= shape[1] - _EDGE_PIXELS
+        and ys.max() <= shape[0] - _EDGE_PIXELS
+    )
+
+
 def _place(
-    shape: tuple[int, int], taken: list[Box], size: tuple[int, int], rng: np.random.Generator
+    shape: tuple[int, int],
+    taken: list[Box],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    to_image: npt.NDArray[np.float64],
 ) -> tuple[int, int] | None:
-    """A free top-left corner for an item of ``size`` (width, height), clear of ``taken`` (grown boxes)."""
+    """A free top-left corner for an item of ``size`` (width, height), clear of ``taken`` (grown boxes) and whole
+    in the frame once seen through ``to_image``."""
     width, height = size
     frame_w, frame_h = shape[1], shape[0]
     clearance = _CLEARANCE_HEIGHTS * height
@@ -103,7 +123,7 @@ def _place(
         y = int(
             rng.integers(_FRAME_MARGIN_PIXELS, max(_FRAME_MARGIN_PIXELS + 1, frame_h - _FRAME_MARGIN_PIXELS - height))
         )
-        if x + width > frame_w - _FRAME_MARGIN_PIXELS or y + height > frame_h - _FRAME_MARGIN_PIXELS:
+        if not _inside((x, y, x + width, y + height), to_image, shape):
             continue
         grown = (x - clearance, y - clearance, x + width + clearance, y + height + clearance)
         if all(grown[2] <= b[0] or b[2] <= grown[0] or grown[3] <= b[1] or b[3] <= grown[1] for b in taken):
@@ -181,6 +201,7 @@ def compose_page(
     handwriting = np.zeros(shape, dtype=np.float32)
     printed = np.zeros(shape, dtype=np.float32)
     taken: list[Box] = []
+    to_image = _homography(shape, rng)
     placed: list[tuple[str, InkArray, int, int]] = []
     variation = LineVariation(max_rotation_deg=4.0)
     for _ in range(int(rng.integers(1, max_numbers + 1)) if number_count is None else number_count):
@@ -188,7 +209,7 @@ def compose_page(
         chosen = rng.integers(0, len(glyphs), length)
         ink = compose_line([glyphs[i] for i in chosen], ["apart"] * (length - 1), rng, variation)
         ink = _scaled(ink, rng.uniform(*NUMBER_HEIGHT_PIXELS) / _MNIST_INK_PIXELS)
-        spot = _place(shape, taken, (ink.shape[1], ink.shape[0]), rng)
+        spot = _place(shape, taken, (ink.shape[1], ink.shape[0]), rng, to_image)
         if spot is None:
             continue
         x, y = spot
@@ -197,7 +218,7 @@ def compose_page(
         placed.append(("".join(str(int(labels[i])) for i in chosen), ink, x, y))
     for _ in range(int(rng.integers(0, max_words + 1)) if word_count is None else word_count):
         word = _printed_word(rng)
-        spot = _place(shape, taken, (word.shape[1], word.shape[0]), rng)
+        spot = _place(shape, taken, (word.shape[1], word.shape[0]), rng, to_image)
         if spot is not None:
             x, y = spot
             printed[y : y + word.shape[0], x : x + word.shape[1]] = np.maximum(
@@ -212,7 +233,6 @@ def compose_page(
         if rng.uniform() < 0.5:
             column = int(rng.integers(30, 90))
             rules[:, column : column + thickness] = rng.uniform(0.35, 0.7)
-    to_image = _homography(shape, rng)
     to_page = np.linalg.inv(to_image).astype(np.float64)
     handwriting, printed, rules = (_warp(layer, to_page) for layer in (handwriting, printed, rules))
     numbers = [PageNumber(text, _true_box(ink, x, y, to_image)) for text, ink, x, y in placed]

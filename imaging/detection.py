@@ -58,6 +58,8 @@ MIN_COMPONENT_PIXELS = 12
 MIN_COMPONENT_HEIGHT_PIXELS = 6
 # Taller than this share of the image is a blot, an edge of the paper or a shadow's edge, not a written character.
 MAX_TEXT_HEIGHT_FRACTION = 0.5
+# Components reaching this close to the frame's edge are cut by it (or are the paper's edge, a rule's end).
+BORDER_PIXELS = 3
 # A character is at most this many times as wide as the line is high: a flatter group is the remnant of a rule.
 MAX_CHARACTER_ASPECT = 2.5
 # A group shorter than this is too small to read (a number 8 px high holds no readable digit at this size).
@@ -329,7 +331,12 @@ def find_candidates(grey: npt.NDArray[np.uint8]) -> list[Candidate]:
     components = label_components(remove_rules(signal > threshold))
     boxes, areas = components.boxes, components.areas
     heights = boxes[:, 3] - boxes[:, 1]
-    inside = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < grey.shape[1]) & (boxes[:, 3] < grey.shape[0])
+    inside = (
+        (boxes[:, 0] >= BORDER_PIXELS)
+        & (boxes[:, 1] >= BORDER_PIXELS)
+        & (boxes[:, 2] <= grey.shape[1] - BORDER_PIXELS)
+        & (boxes[:, 3] <= grey.shape[0] - BORDER_PIXELS)
+    )
     kept = np.flatnonzero(
         (areas >= MIN_COMPONENT_PIXELS)
         & (heights >= MIN_COMPONENT_HEIGHT_PIXELS)
