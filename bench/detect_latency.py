@@ -58,7 +58,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp, running_server(env, Path(tmp) / "service.log") as server:
         answer = httpx.post(f"{server.url}/detect", files={"file": ("frame.jpg", data)}, timeout=30.0).json()
-        results["numbers_read"] = [number["text"] for number in answer["numbers"]]
+        results["numbers_read"] = [
+            {"text": n["text"], "confidence": round(n["confidence"], 2), "box": n["box"]} for n in answer["numbers"]
+        ]
+        results["candidates"] = answer["candidates"]
         results["detect"] = measure(server.url, data, args.requests, route="/detect")
         logger.info("detect: %s", results["detect"])
     results["load_average_after"] = list(os.getloadavg())
