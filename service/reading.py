@@ -60,8 +60,8 @@ class LineReading:
     reader: str
     version: int
     batch_size: int
-    # The mean over the request's glyphs of the digit check's probability that a glyph is not "not a digit" (one
-    # digit or several); None when no glyphs were given or no check is served.
+    # The geometric mean over the request's glyphs of the digit check's probability that a glyph is not "not a
+    # digit" (one digit or several); None when no glyphs were given or no check is served.
     digit_likeness: float | None = None
 
 
@@ -139,8 +139,9 @@ class LineBatchReader:
         return readings
 
     def _digit_likeness(self, group: Sequence[LineRequest]) -> list[float | None]:
-        """Per request, its glyphs' mean probability of being a digit (or digits) by the digit check, all of the
-        group's glyphs in one forward pass."""
+        """Per request, the geometric mean of its glyphs' probabilities of being a digit (or digits) by the digit
+        check, all of the group's glyphs in one forward pass. Geometric: one clear letter among digits counts
+        (on validation pages it kept fewer printed words than the arithmetic mean, at the same recall)."""
         check = group[0].models.check
         counts = [0 if request.glyphs is None else len(request.glyphs) for request in group]
         if check is None or not any(counts):
@@ -148,8 +149,10 @@ class LineBatchReader:
         glyphs = np.concatenate([request.glyphs for request in group if request.glyphs is not None])
         batch = torch.from_numpy(np.ascontiguousarray(glyphs[:, np.newaxis], dtype=np.float32)).to(self.device)
         probabilities = F.softmax(check.module(batch).float().cpu() / check.manifest.temperature, dim=1)
-        digit = (1.0 - probabilities[:, CHECK_CLASSES.index("not a digit")]).tolist()
+        # Floored so that one glyph the check is sure about does not zero the whole line.
+        log_digit = np.log(np.maximum(1.0 - probabilities[:, CHECK_CLASSES.index("not a digit")].numpy(), 1e-6))
         ends = np.cumsum(counts).tolist()
         return [
-            float(np.mean(digit[end - count : end])) if count else None for count, end in zip(counts, ends, strict=True)
+            float(np.exp(log_digit[end - count : end].mean())) if count else None
+            for count, end in zip(counts, ends, strict=True)
         ]
