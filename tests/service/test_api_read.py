@@ -59,7 +59,7 @@ def _number(
 
 
 def test_read_returns_200_with_the_number_its_digits_and_boxes(
-    reader_client: TestClient, mnist_test_glyphs: tuple[list[np.ndarray], list[int]]
+    reader_client: TestClient, store: ModelStore, mnist_test_glyphs: tuple[list[np.ndarray], list[int]]
 ) -> None:
     text, ink = _number(mnist_test_glyphs, [3, 2, 1, 18, 4], seed=0)
     data = render_scan(ink, np.random.default_rng(0))
@@ -70,7 +70,7 @@ def test_read_returns_200_with_the_number_its_digits_and_boxes(
     assert response.status_code == 200
     body = response.json()
     assert body["text"] == text
-    assert body["model"] == {"name": "reader", "version": 2}
+    assert body["model"] == {"name": "reader", "version": store.resolve("reader")}
     assert 0.5 < body["confidence"] <= 1.0
     assert [digit["label"] for digit in body["digits"]] == [int(char) for char in text]
     for digit in body["digits"]:
