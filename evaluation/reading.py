@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -187,6 +187,16 @@ def read_with_easyocr(lines: Sequence[RenderedLine]) -> list[str]:
     return texts
 
 
+class HasSha256(Protocol):
+    """An upload of a test set: anything the cache can key by its bytes' sha256 (a line, a page)."""
+
+    @property
+    def sha256(self) -> str: ...
+
+
+Upload = TypeVar("Upload", bound=HasSha256)
+
+
 class AnchorCache:
     """What each anchor read from each upload, keyed by the upload's sha256.
 
@@ -200,9 +210,7 @@ class AnchorCache:
         if path is not None and path.is_file():
             self.readings = json.loads(path.read_text())
 
-    def read(
-        self, name: str, lines: Sequence[RenderedLine], read: Callable[[Sequence[RenderedLine]], list[str]]
-    ) -> list[str]:
+    def read(self, name: str, lines: Sequence[Upload], read: Callable[[Sequence[Upload]], list[str]]) -> list[str]:
         known = self.readings.setdefault(name, {})
         missing = [line for line in lines if line.sha256 not in known]
         logger.info("%s: reading %d of %d lines (the rest are cached)", name, len(missing), len(lines))

@@ -229,7 +229,7 @@ def prepare_line(data: bytes, limits: DecodeLimits, *, with_png: bool = False) -
     Raises what :func:`decode_image` raises, and :class:`NoDigitFoundError` when no ink stands out.
     """
     image = decode_image(data, limits, draft_side_pixels=LINE_WORK_SIDE_PIXELS)
-    full_size = _header_size(data)
+    full_size = header_size(data)
     shrunk = shrink_to_work_size(to_grayscale(image), LINE_WORK_SIDE_PIXELS)
     ink = remove_ruled_lines(remove_background(invert_if_light_background(np.asarray(shrunk, dtype=np.uint8))))
     try:
@@ -242,7 +242,7 @@ def prepare_line(data: bytes, limits: DecodeLimits, *, with_png: bool = False) -
     return PreparedLine(line=scaled, png=grey_png(line.pixels) if with_png else None)
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
+def header_size(data: bytes) -> tuple[int, int]:
     """The uploaded image's size from its header (the decoded image may be a reduced JPEG draft). Only the longer
     side is used, which EXIF orientation does not change; :func:`decode_image` has checked the pixel limit."""
     with warnings.catch_warnings():

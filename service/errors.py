@@ -103,6 +103,16 @@ class AdminTokenInvalidError(ServiceError):
     default_detail = "The bearer token is not this server's admin token. Send the value of DIGITS_ADMIN_TOKEN."
 
 
+class StaleFrameError(ServiceError):
+    """A camera frame that a newer frame of the same stream has overtaken: answered without reading it."""
+
+    status_code = 409
+    default_detail = (
+        "A newer frame of this stream has already arrived, so this one was skipped. Send one frame at a time, "
+        "numbered upwards."
+    )
+
+
 class ClientClosedRequestError(ServiceError):
     """The client went away mid-upload; nobody reads the answer, its status is for the log and metrics."""
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from service.api import health, metrics, models, predict, read, ui, v2
+from service.api import detect, health, metrics, models, predict, read, ui, v2
 from service.config import Settings, get_settings
 from service.deps import STATE_KEY
 from service.errors import install_error_handler
@@ -78,7 +78,16 @@ def create_app(settings: Settings | None = None, *, span_processor: SpanProcesso
         generator=new_request_id,
         validator=is_valid_request_id,
     )
-    for router in (predict.router, read.router, models.router, health.router, metrics.router, v2.router, ui.router):
+    for router in (
+        predict.router,
+        read.router,
+        detect.router,
+        models.router,
+        health.router,
+        metrics.router,
+        v2.router,
+        ui.router,
+    ):
         app.include_router(router)
     if settings.tracing_enabled or span_processor is not None:
         start_tracing(app, tracer, span_processor)

@@ -340,3 +340,60 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
         }
     },
 }
+
+
+class DetectedNumber(BaseModel):
+    text: str = Field(pattern=r"^[0-9]+$", description="the digits read, left to right")
+    confidence: float = Field(
+        ge=0, le=1, description="confidence that the whole string is right (best CTC path, temperature-scaled)"
+    )
+    box: list[float] = Field(
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1 of the number's ink in the uploaded image's pixels, after EXIF orientation",
+    )
+    digits: list[ReadDigitResult] = Field(description="one per character of text, as /read answers them")
+
+
+class DetectResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "4f1b9c2de0a84d7e9b6c3a5f1e2d3c4b",
+                    "numbers": [
+                        {
+                            "text": "2",
+                            "confidence": 0.91,
+                            "box": [212.0, 140.5, 248.0, 196.0],
+                            "digits": [
+                                {
+                                    "label": 2,
+                                    "confidence": 0.991,
+                                    "probabilities": _EXAMPLE_READ_PROBABILITIES,
+                                    "box": [212.0, 140.5, 248.0, 196.0],
+                                }
+                            ],
+                        }
+                    ],
+                    "candidates": 3,
+                    "model": {"name": "reader", "version": 2},
+                    "frame": 17,
+                    "timings_ms": {"read_ms": 0.3, "preprocess_ms": 21.0, "inference_ms": 9.5, "total_ms": 30.8},
+                }
+            ]
+        },
+    )
+
+    request_id: str
+    numbers: list[DetectedNumber] = Field(
+        description="every number found, in reading order (top to bottom, then left to right); empty when none"
+    )
+    candidates: int = Field(ge=0, description="lines of ink read; those not confident enough are not numbers")
+    model: ReaderInfo
+    frame: int | None = Field(default=None, description="the frame number sent, echoed")
+    timings_ms: Timings
+    ink_png_base64: str | None = Field(
+        default=None, description="with debug=true: the ink the detector separated from the paper, as a base64 PNG"
+    )

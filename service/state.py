@@ -14,6 +14,7 @@ from contract import ModelStore
 from contract.device import select_device
 from service.batching import MicroBatcher
 from service.config import Settings
+from service.frames import FrameTracker
 from service.inference import BatchPredictor, DigitPrediction, DigitRequest
 from service.inflight import ByteBudget
 from service.preprocess_pool import PreprocessPool
@@ -25,7 +26,7 @@ from service.tracing import StageTracer
 logger = logging.getLogger(__name__)
 
 # Imported once by the preprocessing pool's fork server, so every worker starts with the decoders loaded.
-PRELOAD = ("imaging.digit",)
+PRELOAD = ("imaging.digit", "imaging.detection")
 
 
 class Upstream:
@@ -59,6 +60,7 @@ class AppState:
     preprocess_pool: PreprocessPool
     upstream: Upstream
     byte_budget: ByteBudget
+    frames: FrameTracker
     accepting: bool = True
     # Set on SIGTERM for the pre-stop drain: readiness says 503 while requests are still served.
     draining: bool = False
@@ -151,6 +153,7 @@ async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTra
         preprocess_pool=pool,
         upstream=upstream,
         byte_budget=byte_budget,
+        frames=FrameTracker(settings.detect_max_streams),
         store_watcher=watcher,
     )
     loaded = [*registry.models.models.values(), *([registry.models.check] if registry.models.check else [])]

@@ -41,8 +41,22 @@ def select_reader(models: ModelSet) -> str:
     return readers[0]
 
 
-def _b64(png: bytes | None) -> str | None:
+def to_base64(png: bytes | None) -> str | None:
     return base64.b64encode(png).decode("ascii") if png is not None else None
+
+
+def digit_results(reading: LineReading) -> list[ReadDigitResult]:
+    """A reading's digits as the API answers them (``/read`` and ``/detect`` alike)."""
+    return [
+        ReadDigitResult(
+            label=digit.label,
+            confidence=digit.confidence,
+            probabilities=digit.probabilities,
+            box=[round(value, 1) for value in digit.box],
+            image_png_base64=to_base64(digit.png),
+        )
+        for digit in reading.digits
+    ]
 
 
 def _to_response(request_id: str, reading: LineReading, line_png: bytes | None, timings: Timings) -> ReadResponse:
@@ -50,20 +64,11 @@ def _to_response(request_id: str, reading: LineReading, line_png: bytes | None, 
         request_id=request_id,
         text=reading.text,
         confidence=reading.confidence,
-        digits=[
-            ReadDigitResult(
-                label=digit.label,
-                confidence=digit.confidence,
-                probabilities=digit.probabilities,
-                box=[round(value, 1) for value in digit.box],
-                image_png_base64=_b64(digit.png),
-            )
-            for digit in reading.digits
-        ],
+        digits=digit_results(reading),
         model=ReaderInfo(name=reading.reader, version=reading.version),
         batch_size=reading.batch_size,
         timings_ms=timings,
-        line_png_base64=_b64(line_png),
+        line_png_base64=to_base64(line_png),
     )
 
 

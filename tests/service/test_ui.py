@@ -21,6 +21,7 @@ pytestmark = pytest.mark.anyio
 EXPECTED_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "number.js": "text/javascript; charset=utf-8",
+    "camera.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
