@@ -8,7 +8,6 @@ after (other work on the machine shows up in the figures).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.read_latency import measure
+from bench.read_latency import SERVICE_ENV, latency_arguments, measure
 from evaluation.pages import compose_page
 from harness.server import REPO_ROOT, running_server
 from training.data import default_data_dir, load_mnist
@@ -43,20 +42,14 @@ def frame() -> tuple[bytes, list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    env = {"DIGITS_MODEL_STORE_DIR": str(REPO_ROOT / "model_store"), "DIGITS_TORCH_THREADS": "1"}
+    args = latency_arguments(__doc__ or "", OUT)
     data, truth = frame()
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
         "frame": {"size": list(FRAME_SIZE), "bytes": len(data), "numbers": truth},
         "load_average_before": list(os.getloadavg()),
     }
-    with tempfile.TemporaryDirectory() as tmp, running_server(env, Path(tmp) / "service.log") as server:
+    with tempfile.TemporaryDirectory() as tmp, running_server(SERVICE_ENV, Path(tmp) / "service.log") as server:
         answer = httpx.post(f"{server.url}/detect", files={"file": ("frame.jpg", data)}, timeout=30.0).json()
         results["numbers_read"] = [
             {"text": n["text"], "confidence": round(n["confidence"], 2), "box": n["box"]} for n in answer["numbers"]

@@ -66,16 +66,25 @@ def measure(url: str, data: bytes, requests: int, route: str = "/read") -> dict[
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def latency_arguments(description: str, default_out: Path) -> argparse.Namespace:
+    """The latency scripts' command line (``--requests``, ``--out``), with logging set up."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    env = {"DIGITS_MODEL_STORE_DIR": str(REPO_ROOT / "model_store"), "DIGITS_TORCH_THREADS": "1"}
+    return args
+
+
+# The committed models, one torch thread (as deployed, one per core).
+SERVICE_ENV = {"DIGITS_MODEL_STORE_DIR": str(REPO_ROOT / "model_store"), "DIGITS_TORCH_THREADS": "1"}
+
+
+def main() -> None:
+    args = latency_arguments(__doc__ or "", OUT)
     results: dict[str, object] = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
-    with tempfile.TemporaryDirectory() as tmp, running_server(env, Path(tmp) / "service.log") as server:
+    with tempfile.TemporaryDirectory() as tmp, running_server(SERVICE_ENV, Path(tmp) / "service.log") as server:
         for name, data in uploads().items():
             results[name] = measure(server.url, data, args.requests)
             logger.info("%s: %s", name, results[name])
