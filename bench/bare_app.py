@@ -56,4 +56,4 @@ def create_app() -> FastAPI:
 if __name__ == "__main__":
     from service.__main__ import serve
 
-    serve("bench.bare_app:create_app")
+    serve("bench.bare_app:create_app", with_inference_process=False)

@@ -152,7 +152,7 @@ def evaluate_check(
     with torch.inference_mode():
         for category in categories:
             inputs = _inputs(category.images)
-            check_scores[category.name] = pass_probabilities(check.module(inputs), check.manifest.temperature)
+            check_scores[category.name] = pass_probabilities(check(inputs), check.manifest.temperature)
             log_probs = [predict_log_probs(member, inputs) for member in members]
             ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
     # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.

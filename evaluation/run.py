@@ -111,7 +111,7 @@ def count_macs(model_bytes: bytes) -> int:
 def predict_log_probs(model: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     """Calibrated ``(N, C)`` log-probabilities (the manifest's temperature) for ``(N, 1, 28, 28)`` inputs."""
     with torch.inference_mode():
-        logits = torch.cat([model.module(chunk) for chunk in torch.split(inputs, _EVAL_BATCH)])
+        logits = torch.cat([model(chunk) for chunk in torch.split(inputs, _EVAL_BATCH)])
     return calibrated_log_probs(logits, model.manifest.temperature)
 
 
@@ -163,7 +163,7 @@ def measure_speed(
 
     def run(group: Sequence[LoadedModel], inputs: torch.Tensor) -> Callable[[], object]:
         def forward() -> torch.Tensor:
-            log_probs = [calibrated_log_probs(m.module(inputs), m.manifest.temperature) for m in group]
+            log_probs = [calibrated_log_probs(m(inputs), m.manifest.temperature) for m in group]
             return log_probs[0] if len(group) == 1 else combine(group, log_probs)
 
         return forward

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,7 +50,16 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
-    workers: int = Field(default=1, gt=0, description="uvicorn worker processes, each with its own models")
+    # None: one per core. With engine "process" every worker is a front end of the one inference process.
+    workers: int | None = Field(default=None, gt=0, description="HTTP worker processes (default: one per core)")
+    # process: one inference process per host holds the models and batches across all workers; embedded: each
+    # worker holds its own models and batchers (replicas in one container).
+    engine: Literal["process", "embedded"] = "process"
+    # Set by `python -m service` for its workers: the inference process's socket. Unset: the engine runs in-process.
+    engine_socket: Path | None = None
+    engine_start_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long a starting worker waits for the inference process"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Off: the proxy in front (deploy/nginx) writes the access log and /metrics counts requests, so a second
     # line per request would only cost event-loop time.
@@ -90,7 +100,9 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     queue_max_size: int = Field(default=128, gt=0)
     # One per core: the workers run beside the event loop and the inference thread, not inside their GIL.
-    preprocess_workers: int = Field(default=2, gt=0, description="processes decoding and preprocessing uploads")
+    preprocess_workers: int = Field(
+        default=2, ge=0, description="processes decoding and preprocessing uploads; 0: a thread of each worker"
+    )
 
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # Bytes of uploads being read or waiting to be decoded; beyond it: 503. Resident memory grew by about 0.9 bytes
@@ -124,6 +136,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def worker_count(self) -> int:
+        """``workers``, or one per core the process may run on."""
+        return self.workers or len(os.sched_getaffinity(0))
 
     @model_validator(mode="after")
     def _budget_admits_one_upload(self) -> Settings:

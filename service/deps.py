@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.engine import Registry
 from service.errors import ServiceUnavailableError
-from service.registry import ModelRegistry
 from service.state import AppState
 from service.telemetry import Telemetry
 
@@ -26,7 +26,7 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_registry(state: StateDep) -> ModelRegistry:
+async def get_registry(state: StateDep) -> Registry:
     return state.registry
 
 
@@ -34,5 +34,5 @@ async def get_telemetry(state: StateDep) -> Telemetry:
     return state.telemetry
 
 
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

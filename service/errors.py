@@ -149,6 +149,13 @@ class InferenceFailedError(ServiceUnavailableError):
     reason = "inference_failed"
 
 
+class InferenceProcessDownError(ServiceUnavailableError):
+    """The inference process stopped with this request in it, or is being restarted."""
+
+    default_detail = "The inference process is restarting. Retry in a moment."
+    reason = "inference_process_down"
+
+
 class PreprocessingFailedError(ServiceUnavailableError):
     default_detail = (
         "The worker preparing this image stopped unexpectedly. Retry the request; if this image fails again, "
@@ -175,6 +182,7 @@ UPLOAD_ERRORS: tuple[type[ServiceError], ...] = (
     InvalidRequestError,
     QueueFullError,
     InferenceFailedError,
+    InferenceProcessDownError,
     PreprocessingFailedError,
     PreprocessTimeoutError,
     MemoryBudgetError,

@@ -150,7 +150,7 @@ class BatchPredictor:
         started = time.perf_counter()
         precision = torch.autocast("cuda", dtype=torch.float16) if self._autocast else contextlib.nullcontext()
         with precision:
-            logits = loaded.module(batch)  # (N, C)
+            logits = loaded(batch)  # (N, C)
         log_probs = calibrated_log_probs(logits, loaded.manifest.temperature).cpu()
         logits = logits.float().cpu()
         if self._telemetry is not None:

@@ -23,7 +23,7 @@ from service.deps import STATE_KEY
 from service.errors import install_error_handler
 from service.gc_tuning import server_gc
 from service.logs import REQUEST_ID_HEADER, is_valid_request_id, new_request_id
-from service.shutdown import drain_before_sigterm
+from service.shutdown import die_with_parent, drain_before_sigterm
 from service.state import AppState, start_state
 from service.telemetry import MetricsMiddleware, Telemetry
 from service.tracing import StageTracer, start_tracing
@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None, *, span_processor: SpanProcesso
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        if settings.engine_socket is not None:
+            die_with_parent()
         state = await start_state(settings, telemetry, tracer)
         try:
             with server_gc(), drain_before_sigterm(settings.shutdown_drain_s, state.begin_drain):

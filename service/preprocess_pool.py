@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import pickle
@@ -44,6 +45,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, ParamSpec, TypeVar, cast
@@ -287,3 +289,46 @@ class PreprocessPool:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+
+class ThreadPool:
+    """:class:`PreprocessPool`'s interface and bounds with one thread of this process instead of worker processes.
+
+    For a server that runs one process per core: its own thread keeps the work on its core and saves the
+    pickling and the socket round trip. A job cannot be timed out or isolated from crashes here, and it holds
+    the interpreter lock in turns with the event loop.
+    """
+
+    def __init__(self, max_waiting: int) -> None:
+        self._capacity = 1 + max_waiting
+        self._pending = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess")
+
+    def check_intake(self) -> None:
+        if self._executor is None:
+            raise PoolClosedError()
+        if self._pending >= self._capacity:
+            raise PoolFullError()
+
+    async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        self.check_intake()
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(function, *args, **kwargs)
+            )
+        finally:
+            self._pending -= 1
+
+    async def shutdown(self) -> None:
+        """Refuse new jobs, let the accepted ones finish, then stop the thread."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)

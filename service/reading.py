@@ -117,7 +117,7 @@ class LineBatchReader:
         for row, request in enumerate(group):
             batch[row, 0, :, : widths[row]] = request.line.pixels
         started = time.perf_counter()
-        logits = loaded.module(torch.from_numpy(batch).to(self.device)).float().cpu()  # (N, W/4, 11)
+        logits = loaded(torch.from_numpy(batch).to(self.device)).float().cpu()  # (N, W/4, 11)
         if self._telemetry is not None:
             self._telemetry.inference_seconds.labels(loaded.name).observe(time.perf_counter() - started)
         log_probs = F.log_softmax(logits / loaded.manifest.temperature, dim=2)
@@ -148,7 +148,7 @@ class LineBatchReader:
             return [None] * len(group)
         glyphs = np.concatenate([request.glyphs for request in group if request.glyphs is not None])
         batch = torch.from_numpy(np.ascontiguousarray(glyphs[:, np.newaxis], dtype=np.float32)).to(self.device)
-        probabilities = F.softmax(check.module(batch).float().cpu() / check.manifest.temperature, dim=1)
+        probabilities = F.softmax(check(batch).float().cpu() / check.manifest.temperature, dim=1)
         # Floored so that one glyph the check is sure about does not zero the whole line.
         log_digit = np.log(np.maximum(1.0 - probabilities[:, CHECK_CLASSES.index("not a digit")].numpy(), 1e-6))
         ends = np.cumsum(counts).tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,10 +41,25 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One verified, warmed-up version: its manifest and the scripted module on the serving device."""
+    """One verified, warmed-up version: its manifest and the scripted module on the serving device.
+
+    A front end that sends its inputs to an inference process holds the manifests only (``module`` None): it
+    describes the served models but cannot run them.
+    """
 
     manifest: Manifest
-    module: ScriptModule
+    module: ScriptModule | None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's output for ``batch``; only in the process that loaded it."""
+        if self.module is None:
+            raise RuntimeError(f"{self.name} v{self.version} runs in the inference process, not here")
+        output: torch.Tensor = self.module(batch)
+        return output
+
+    def described(self) -> LoadedModel:
+        """The manifest without the module: what a front end needs to know about a served model."""
+        return LoadedModel(self.manifest, None)
 
     @property
     def name(self) -> str:
@@ -317,11 +332,19 @@ def _log_status(status: ModelStatus) -> None:
         logger.log(level, "model %s: serving v%d (sha256 %s)", status.name, served.version, served.manifest.sha256)
 
 
-async def watch_store(registry: ModelRegistry, interval_s: float) -> None:
-    """Refresh ``registry`` every ``interval_s`` seconds until cancelled; a failing refresh is logged only."""
+async def watch_store(
+    registry: ModelRegistry,
+    interval_s: float,
+    on_reload: Callable[[list[ModelChange]], None] | None = None,
+) -> None:
+    """Refresh ``registry`` every ``interval_s`` seconds until cancelled, passing each refresh's changes to
+    ``on_reload``; a failing refresh is logged only."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await registry.reload()
+            changes = await registry.reload()
         except Exception:
             logger.exception("periodic model refresh failed")
+            continue
+        if on_reload is not None:
+            on_reload(changes)

@@ -1,16 +1,23 @@
-"""Pre-stop drain: the first SIGTERM turns readiness to 503 while requests are still served, and reaches the server's
-own handler (uvicorn's graceful shutdown) only ``shutdown_drain_s`` later.
+"""How a server process stops.
 
-Load balancers and orchestrators that poll readiness stop routing here during the drain, so requests stop arriving
-before the listening socket closes instead of meeting a refused connection.
+Pre-stop drain: the first SIGTERM turns readiness to 503 while requests are still served, and reaches the server's
+own handler (uvicorn's graceful shutdown) only ``shutdown_drain_s`` later. Load balancers and orchestrators that
+poll readiness stop routing here during the drain, so requests stop arriving before the listening socket closes
+instead of meeting a refused connection.
+
+A worker process dies with its supervisor (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -18,6 +25,9 @@ from types import FrameType
 logger = logging.getLogger(__name__)
 
 SignalHandler = Callable[[int, FrameType | None], object]
+
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
@@ -55,3 +65,18 @@ def drain_before_sigterm(drain_s: float, begin_drain: Callable[[], None]) -> Ite
             timer.cancel()
         if signal.getsignal(signal.SIGTERM) is on_sigterm:
             signal.signal(signal.SIGTERM, server_handler)
+
+
+def die_with_parent() -> None:
+    """In a worker process of ``python -m service``: be killed when the supervisor dies (Linux).
+
+    A supervisor killed outright cannot stop its workers; without this they would live on, holding the listening
+    port, and a restarted server could not bind it. SIGKILL, as the supervisor itself received.
+    """
+    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        logger.warning("cannot tie this worker's life to its supervisor (prctl errno %d)", ctypes.get_errno())
+    elif os.getppid() != multiprocessing.parent_process().pid:  # type: ignore[union-attr]
+        os.kill(os.getpid(), signal.SIGKILL)  # the supervisor died before the tie was made

@@ -1,25 +1,24 @@
-"""The typed state of one running app: built and started by the lifespan, read by the routes, stopped on shutdown."""
+"""The typed state of one running app: built and started by the lifespan, read by the routes, stopped on shutdown.
+
+The engine (models and batchers) is either this process's own or the shared inference process's, reached over
+``settings.engine_socket``; the routes see the same :class:`service.engine.Registry` and
+:class:`service.engine.Batcher` interfaces either way.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-import torch
-
-from contract import ModelStore
-from contract.device import select_device
-from service.batching import MicroBatcher
 from service.config import Settings
-from service.frames import FrameTracker
-from service.inference import BatchPredictor, DigitPrediction, DigitRequest
+from service.engine import Batcher, Engine, Registry, start_engine
+from service.engine_client import EngineClient, RemoteBatcher, RemoteRegistry
+from service.inference import DigitPrediction, DigitRequest
 from service.inflight import ByteBudget
-from service.preprocess_pool import PreprocessPool
-from service.reading import LineBatchReader, LineReading, LineRequest
-from service.registry import ModelRegistry, watch_store
+from service.preprocess_pool import PreprocessPool, ThreadPool
+from service.reading import LineReading, LineRequest
 from service.telemetry import Telemetry
 from service.tracing import StageTracer
 
@@ -33,18 +32,27 @@ class Upstream:
     """Counts requests admitted but not yet handed to the batcher (their upload is being read or decoded).
 
     The batcher asks it whether a batch should wait for company: with nobody upstream, no request can join.
+    ``on_change`` hears when the count turns zero or stops being zero (how an inference process in another
+    process is told).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self.count = 0
+        self._on_change = on_change
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
-        self.count += 1
+        self._set(self.count + 1)
         try:
             yield
         finally:
-            self.count -= 1
+            self._set(self.count - 1)
+
+    def _set(self, count: int) -> None:
+        previous, self.count = self.count, count
+        # Only "none" against "some" matters to the batcher: told on those changes, not on every request.
+        if self._on_change is not None and (count == 0 or previous == 0):
+            self._on_change(count)
 
 
 @dataclass
@@ -54,17 +62,16 @@ class AppState:
     settings: Settings
     telemetry: Telemetry
     tracer: StageTracer
-    registry: ModelRegistry
-    batcher: MicroBatcher[DigitRequest, DigitPrediction]
-    line_batcher: MicroBatcher[LineRequest, LineReading]
-    preprocess_pool: PreprocessPool
+    engine: Engine | EngineClient
+    registry: Registry
+    batcher: Batcher[DigitRequest, DigitPrediction]
+    line_batcher: Batcher[LineRequest, LineReading]
+    preprocess_pool: PreprocessPool | ThreadPool
     upstream: Upstream
     byte_budget: ByteBudget
-    frames: FrameTracker
     accepting: bool = True
     # Set on SIGTERM for the pre-stop drain: readiness says 503 while requests are still served.
     draining: bool = False
-    store_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def ready(self) -> bool:
@@ -79,87 +86,55 @@ class AppState:
     async def stop(self) -> None:
         """Refuse new work (readiness turns 503), finish every accepted request, then stop the workers."""
         self.accepting = False
-        if self.store_watcher is not None:
-            self.store_watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.store_watcher
-        await self.batcher.stop()
-        await self.line_batcher.stop()
+        await self.engine.stop()
         await self.preprocess_pool.shutdown()
         logger.info("stopped: every accepted request was answered")
 
 
 async def start_state(settings: Settings, telemetry: Telemetry, tracer: StageTracer) -> AppState:
-    """Load, verify and warm the models, then start the batcher and the store watcher."""
-    torch.set_num_threads(settings.torch_threads)
-    device = select_device(settings.device)
-    registry = ModelRegistry(
-        ModelStore(settings.model_store_dir),
-        device,
-        names=settings.models,
-        pinned=settings.model_versions,
-        warmup_batch_sizes=(1, settings.max_batch_size),
-        digit_check=settings.digit_check,
-    )
-    await registry.reload()
-    predictor = BatchPredictor(
-        device, max_batch_size=settings.max_batch_size, autocast_fp16=settings.autocast_fp16, telemetry=telemetry
-    )
-    pool = PreprocessPool(
-        settings.preprocess_workers,
-        max_waiting=settings.queue_max_size,
-        preload=PRELOAD,
-        job_timeout_s=settings.preprocess_timeout_s,
-    )
+    """Start the engine (or connect to the inference process) and the preprocessing pool."""
+    pool: PreprocessPool | ThreadPool
+    if settings.preprocess_workers:
+        pool = PreprocessPool(
+            settings.preprocess_workers,
+            max_waiting=settings.queue_max_size,
+            preload=PRELOAD,
+            job_timeout_s=settings.preprocess_timeout_s,
+        )
+    else:
+        pool = ThreadPool(max_waiting=settings.queue_max_size)
     await pool.start()
-    upstream = Upstream()
+    engine: Engine | EngineClient
+    registry: Registry
+    batcher: Batcher[DigitRequest, DigitPrediction]
+    line_batcher: Batcher[LineRequest, LineReading]
+    if settings.engine_socket is None:
+        upstream = Upstream()
+        engine = await start_engine(settings, telemetry, more_coming=lambda: upstream.count > 0)
+        registry, batcher, line_batcher = engine.registry, engine.batcher, engine.line_batcher
+    else:
+        client = EngineClient(settings.engine_socket)
+        upstream = Upstream(client.set_upstream)
+        await client.start(settings.engine_start_timeout_s)
+        engine, registry = client, RemoteRegistry(client)
+        batcher = RemoteBatcher(client, "digit", settings.queue_max_size)
+        line_batcher = RemoteBatcher(client, "line", settings.queue_max_size)
     byte_budget = ByteBudget(settings.max_inflight_bytes)
-    batcher: MicroBatcher[DigitRequest, DigitPrediction] = MicroBatcher(
-        predictor,
-        max_batch_size=settings.max_batch_size,
-        max_batch_wait_ms=settings.max_batch_wait_ms,
-        queue_max_size=settings.queue_max_size,
-        # With no upload being read or decoded, nothing can join the batch: waiting would only add latency.
-        more_coming=lambda: upstream.count > 0,
-        name="inference",
-    )
-    batcher.start()
-    # Lines get their own batcher (a batch holds one kind of input) under the same limits.
-    line_batcher: MicroBatcher[LineRequest, LineReading] = MicroBatcher(
-        LineBatchReader(device, telemetry),
-        max_batch_size=settings.max_batch_size,
-        max_batch_wait_ms=settings.max_batch_wait_ms,
-        queue_max_size=settings.queue_max_size,
-        more_coming=lambda: upstream.count > 0,
-        name="reading",
-    )
-    line_batcher.start()
     telemetry.track(
-        queue_depth=lambda: batcher.queue_depth + line_batcher.queue_depth,
+        queue_depth=lambda: engine.queue_depth,
         preprocess_pending=lambda: pool.pending,
         inflight_bytes=lambda: byte_budget.in_use_bytes,
         model_versions=lambda: {name: model.version for name, model in registry.models.models.items()},
     )
-    watcher = None
-    if settings.reload_interval_s > 0:
-        watcher = asyncio.create_task(watch_store(registry, settings.reload_interval_s), name="store-watcher")
-    state = AppState(
+    return AppState(
         settings=settings,
         telemetry=telemetry,
         tracer=tracer,
+        engine=engine,
         registry=registry,
         batcher=batcher,
         line_batcher=line_batcher,
         preprocess_pool=pool,
         upstream=upstream,
         byte_budget=byte_budget,
-        frames=FrameTracker(settings.detect_max_streams),
-        store_watcher=watcher,
     )
-    loaded = [*registry.models.models.values(), *([registry.models.check] if registry.models.check else [])]
-    served = ", ".join(f"{model.name} v{model.version}" for model in loaded)
-    if served:
-        logger.info("serving on %s: %s", device, served)
-    else:
-        logger.error("no model could be loaded from %s: not ready (see /models)", settings.model_store_dir)
-    return state

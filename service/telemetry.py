@@ -6,11 +6,13 @@ would let clients create unbounded label values); the batcher and predictor feed
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +33,7 @@ class Telemetry:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._live: _LiveCollector | None = None
         self.requests = Counter(
             "digits_http_requests",
             "HTTP requests by route template, method and status code.",
@@ -48,14 +51,6 @@ class Telemetry:
             "digits_batch_size",
             "Requests per inference batch.",
             buckets=_BATCH_SIZE_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "digits_queue_depth", "Requests waiting for an inference batch.", registry=self.registry
-        )
-        self.preprocess_pending = Gauge(
-            "digits_preprocess_pending",
-            "Uploads being decoded or waiting for a preprocessing worker.",
             registry=self.registry,
         )
         self.queue_wait_seconds = Histogram(
@@ -82,11 +77,6 @@ class Telemetry:
             ["reason"],
             registry=self.registry,
         )
-        self.inflight_bytes = Gauge(
-            "digits_inflight_bytes",
-            "Upload bytes reserved by requests being read or decoded (bounded by DIGITS_MAX_INFLIGHT_BYTES).",
-            registry=self.registry,
-        )
         self.inference_seconds = Histogram(
             "digits_inference_seconds",
             "Forward pass, calibration and copy back of one batch, per model.",
@@ -104,24 +94,56 @@ class Telemetry:
         model_versions: Callable[[], Mapping[str, int]],
     ) -> None:
         """Read the backlogs and served versions at scrape time instead of updating gauges on every change."""
-        self.queue_depth.set_function(queue_depth)
-        self.preprocess_pending.set_function(preprocess_pending)
-        self.inflight_bytes.set_function(inflight_bytes)
-        self.registry.register(_ModelVersionCollector(model_versions))
+        self._live = _LiveCollector(queue_depth, preprocess_pending, inflight_bytes, model_versions)
+        self.registry.register(self._live)
 
     def count_refusal(self, reason: str) -> None:
         self.refusals.labels(reason).inc()
 
     def render(self) -> bytes:
-        """All collectors in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """All collectors in the Prometheus text exposition format.
+
+        Under ``PROMETHEUS_MULTIPROC_DIR`` (set by ``python -m service`` for its processes) the counters and
+        histograms are the sums over every process of the service; the gauges are read live in this process.
+        """
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        if self._live is not None:
+            registry.register(self._live)
+        return generate_latest(registry)
 
 
-class _ModelVersionCollector(Collector):
-    def __init__(self, model_versions: Callable[[], Mapping[str, int]]) -> None:
+class _LiveCollector(Collector):
+    """The gauges, read when scraped: backlogs (this front end's uploads; the queue of the inference process
+    it uses) and the served versions."""
+
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        preprocess_pending: Callable[[], int],
+        inflight_bytes: Callable[[], int],
+        model_versions: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._gauges = (
+            ("digits_queue_depth", "Requests waiting for an inference batch.", queue_depth),
+            (
+                "digits_preprocess_pending",
+                "Uploads being decoded or waiting for a preprocessing worker.",
+                preprocess_pending,
+            ),
+            (
+                "digits_inflight_bytes",
+                "Upload bytes reserved by requests being read or decoded (bounded by DIGITS_MAX_INFLIGHT_BYTES).",
+                inflight_bytes,
+            ),
+        )
         self._model_versions = model_versions
 
     def collect(self) -> Iterator[Metric]:
+        for name, documentation, read in self._gauges:
+            yield GaugeMetricFamily(name, documentation, value=read())
         versions = self._model_versions()
         family = GaugeMetricFamily("digits_model_version", "Version being served, per model.", labels=["model"])
         # The info form: one series per served (model, version), so a fleet's mix shows in one count by version.

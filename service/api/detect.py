@@ -20,10 +20,10 @@ from service import errors
 from service.api.read import digit_results, select_reader, to_base64
 from service.api.upload_stage import read_and_prepare
 from service.deps import StateDep
-from service.frames import FrameTracker
 from service.logs import current_request_id
 from service.reading import LineRequest
 from service.schemas import UPLOAD_REQUEST_BODY, DetectedNumber, DetectResponse, ReaderInfo, error_responses
+from service.state import AppState
 
 router = APIRouter(tags=["reading"])
 
@@ -57,9 +57,9 @@ class NumberRule:
         return bool(text) and confidence >= self.min_confidence and likeness_ok
 
 
-def _admit_frame(frames: FrameTracker, stream: str | None, frame: int | None) -> None:
+async def _check_frame(state: AppState, stream: str | None, frame: int | None, *, admit: bool) -> None:
     """409 for a frame a newer one of its stream has overtaken; frames count only when both values are given."""
-    if stream is not None and frame is not None and not frames.admit(stream, frame):
+    if stream is not None and frame is not None and not await state.engine.is_newest(stream, frame, admit=admit):
         raise errors.StaleFrameError()
 
 
@@ -81,12 +81,11 @@ async def detect(
     started = time.perf_counter()
     snapshot = state.registry.models
     reader = select_reader(snapshot)
-    _admit_frame(state.frames, stream, frame)
+    await _check_frame(state, stream, frame, admit=True)
     state.preprocess_pool.check_intake()
     state.line_batcher.check_intake()
     upload = await read_and_prepare(request, state, prepare_page, started_s=started, with_png=debug)
-    if stream is not None and frame is not None and not state.frames.is_current(stream, frame):
-        raise errors.StaleFrameError()
+    await _check_frame(state, stream, frame, admit=False)
     page = upload.value
     requests = [
         LineRequest(line=c.line, models=snapshot, reader=reader, with_digit_pngs=debug, glyphs=c.glyphs)

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 
 from service.admin import ADMIN_ERRORS, ADMIN_ONLY
 from service.deps import RegistryDep
+from service.engine import Registry
 from service.errors import InvalidRequestError, ModelNotFoundHTTPError, ServiceUnavailableError
-from service.registry import LoadedModel, ModelRegistry, ModelStatus
+from service.registry import LoadedModel, ModelStatus
 from service.schemas import (
     ModelChangeInfo,
     ModelInfo,
@@ -46,7 +47,7 @@ def _model_info(status: ModelStatus, served: LoadedModel) -> ModelInfo:
     )
 
 
-def _models_response(registry: ModelRegistry) -> ModelsResponse:
+def _models_response(registry: Registry) -> ModelsResponse:
     statuses = registry.statuses.values()
     return ModelsResponse(
         device=str(registry.device),

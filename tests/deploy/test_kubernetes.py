@@ -312,7 +312,9 @@ def test_queue_depth_autoscaler_scales_the_deployment_on_a_metric_the_app_export
     assert hpa["spec"]["scaleTargetRef"] == base["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert hpa["metadata"]["name"] == base["HorizontalPodAutoscaler"]["metadata"]["name"]
     assert metric["pods"]["metric"]["name"] == "digits_queue_depth"
-    assert b"\ndigits_queue_depth " in Telemetry().render()
+    telemetry = Telemetry()
+    telemetry.track(queue_depth=lambda: 3, preprocess_pending=lambda: 0, inflight_bytes=lambda: 0, model_versions=dict)
+    assert b"\ndigits_queue_depth 3.0\n" in telemetry.render()
 
 
 def test_service_monitor_scrapes_metrics_through_the_service(base: dict[str, Resource]) -> None:

@@ -102,6 +102,8 @@ async def test_slow_large_uploads_are_bounded_by_the_byte_budget(store: ModelSto
     server = serve(
         server_env(
             store.root,
+            # The budget is each front end's: one front end, so that it is the whole server's.
+            workers=1,
             max_inflight_bytes=INFLIGHT_BYTES,
             max_upload_bytes=2 * UPLOAD_BYTES,
             queue_max_size=CLIENTS,

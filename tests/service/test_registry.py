@@ -47,7 +47,7 @@ def test_load_model_verifies_and_returns_a_working_module(store: ModelStore) -> 
 
     assert (loaded.name, loaded.version) == ("mlp", 1)
     with torch.inference_mode():
-        logits = loaded.module(torch.zeros(3, 1, 28, 28))
+        logits = loaded(torch.zeros(3, 1, 28, 28))
     assert torch.allclose(logits, torch.tensor([FIXED_LOGITS["mlp"]] * 3))
 
 
@@ -197,8 +197,8 @@ def test_refresh_swaps_in_a_new_version_and_leaves_old_snapshots_intact(store: M
     # Unchanged models are the very same loaded objects: nothing is reloaded needlessly.
     assert registry.models["cnn"] is before["cnn"]
     with torch.inference_mode():
-        assert int(before["mlp"].module(torch.zeros(1, 1, 28, 28)).argmax()) == 7
-        assert int(registry.models["mlp"].module(torch.zeros(1, 1, 28, 28)).argmax()) == 0
+        assert int(before["mlp"](torch.zeros(1, 1, 28, 28)).argmax()) == 7
+        assert int(registry.models["mlp"](torch.zeros(1, 1, 28, 28)).argmax()) == 0
 
 
 def test_refresh_keeps_serving_when_the_new_version_is_broken(store: ModelStore) -> None:

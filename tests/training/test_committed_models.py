@@ -107,7 +107,7 @@ def check_rates() -> dict[str, dict[str, Any]]:
     with torch.inference_mode():
         scores = {
             category.name: pass_probabilities(
-                check.module(torch.from_numpy(category.images).float().div(255.0).unsqueeze(1)),
+                check(torch.from_numpy(category.images).float().div(255.0).unsqueeze(1)),
                 check.manifest.temperature,
             )
             for category in categories
