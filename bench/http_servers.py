@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "machine_note": args.machine_note,
         "packages": {name: version(name) for name in PACKAGES},
         "servers": {server: command("APP", 0)[1:] for server, command in SERVERS.items()},
-        "server_env": SERVER_ENV,
+        "server_env": {**SERVER_ENV, "DIGITS_MODEL_STORE_DIR": "model_store"},  # from the repository root
         "rounds": args.rounds,
         "duration_s": args.duration_s,
         "wall_s": round(time.monotonic() - started),
