@@ -57,10 +57,10 @@ ServerCommand = Callable[[str, int], list[str]]
 
 def _uvicorn(http: str, loop: str) -> ServerCommand:
     """uvicorn's command line with the service's own server options (``service.__main__.serve``) but ``http``
-    and ``loop``; the default logging instead of the service's formatter, which access logging off never uses."""
-    settings = get_settings()
+    and ``loop``, and uvicorn's own log format (access logging is off in both)."""
 
     def command(app: str, port: int) -> list[str]:
+        settings = get_settings()
         return [
             *(sys.executable, "-m", "uvicorn", app, "--factory", "--host", HOST, "--port", str(port)),
             *("--http", http, "--loop", loop, "--lifespan", "on", "--log-level", "warning", "--no-access-log"),
