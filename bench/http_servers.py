@@ -11,7 +11,7 @@ interleaved, so slow spells of a noisy machine hit every server alike; the table
 rounds, and the CPU time of the server's process tree (with the preprocessing workers) per answer. The service
 runs as one replica is deployed (``bench.footprint.SERVER_ENV``). Results go to
 ``bench/results/http_servers.json`` (every round) and ``http_servers.md``. Run with ``python -m bench.http_servers``
-(about 20 minutes with the defaults); ``--quick`` is the smoke run the tests use.
+(about 18 minutes with the defaults); ``--quick`` is the smoke run the tests use.
 """
 
 from __future__ import annotations
