@@ -24,7 +24,8 @@ import httpx
 import numpy as np
 import tritonclient.http as triton
 
-from bench.run_bench import RESULTS_DIR, bench_images, multipart, run_wrk
+from bench.run_bench import RESULTS_DIR, bench_images
+from bench.wrk import multipart, run_wrk
 from harness.images import photo_of_paper
 from harness.processes import cpu_seconds, rss_mb
 from harness.server import REPO_ROOT, start_server

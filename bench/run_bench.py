@@ -18,9 +18,7 @@ import json
 import logging
 import os
 import platform
-import re
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,14 +29,13 @@ import torch
 from PIL import Image
 
 from bench.read_latency import uploads as line_uploads
+from bench.wrk import multipart, run_wrk
 from harness.server import REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
 logger = logging.getLogger("bench")
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-LUA_SCRIPT = REPO_ROOT / "bench" / "multipart.lua"
-BOUNDARY = "digitsbenchboundary"
 # The canvas of the web page: 280x280, i.e. MNIST's 28x28 scaled 10x, black ink on a transparent background.
 CANVAS_SCALE = 10
 CONCURRENCIES = (1, 8, 64)
@@ -91,27 +88,6 @@ def bench_uploads() -> dict[str, Upload]:
         **{name: Upload("/predict", data) for name, data in bench_images().items()},
         **{f"{name} line": Upload("/read", data) for name, data in line_uploads().items()},
     }
-
-
-def multipart(data: bytes) -> bytes:
-    head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode()
-    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
-
-
-def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: int) -> dict[str, int]:
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_BOUNDARY": BOUNDARY}
-    command = ["wrk", f"-c{concurrency}", f"-t{min(2, concurrency)}", f"-d{duration_s}s", "--timeout", "10s"]
-    output = subprocess.run(
-        [*command, "-s", str(LUA_SCRIPT), url], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    match = re.search(r"^BENCH_JSON (.*)$", output, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"wrk printed no summary:\n{output}")
-    summary: dict[str, int] = json.loads(match.group(1))
-    return summary
 
 
 def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: int) -> Result:

@@ -1,4 +1,5 @@
-"""Start the real service (``python -m service`` under uvicorn) on a free loopback port and wait until it is ready."""
+"""Start the real service (``python -m service`` under uvicorn, or any server command) on a free loopback port and
+wait until it is ready."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +74,16 @@ def start_server(
 ) -> RunningServer:
     """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``/health/ready`` is 200."""
     port = port or free_port()
-    full_env = {**os.environ, "DIGITS_HOST": "127.0.0.1", "DIGITS_PORT": str(port), **env}
+    server_env = {"DIGITS_HOST": "127.0.0.1", "DIGITS_PORT": str(port), **env}
+    return start_command([sys.executable, "-m", module], server_env, log_path, port)
+
+
+def start_command(command: Sequence[str], env: Mapping[str, str], log_path: Path, port: int) -> RunningServer:
+    """Run ``command``, a server that listens on ``port`` of loopback, with ``env`` added to this process's
+    environment; block until its ``/health/ready`` is 200."""
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
     server = RunningServer(process=process, port=port, log_path=log_path)
     try:
