@@ -69,9 +69,13 @@ def wait_until_healthy(
 
 
 def start_server(
-    env: Mapping[str, str], log_path: Path, port: int | None = None, module: str = "service"
+    env: Mapping[str, str],
+    log_path: Path,
+    port: int | None = None,
+    module: str = "service",
+    health_path: str = "/health/ready",
 ) -> RunningServer:
-    """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``/health/ready`` is 200."""
+    """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``health_path`` is 200."""
     port = port or free_port()
     full_env = {**os.environ, "DIGITS_HOST": "127.0.0.1", "DIGITS_PORT": str(port), **env}
     with log_path.open("ab") as log:  # the child keeps its own descriptor
@@ -80,7 +84,7 @@ def start_server(
         )
     server = RunningServer(process=process, port=port, log_path=log_path)
     try:
-        wait_until_healthy(process, f"{server.url}/health/ready", READY_TIMEOUT_S, server.log)
+        wait_until_healthy(process, f"{server.url}{health_path}", READY_TIMEOUT_S, server.log)
     except RuntimeError:
         server.stop(signal.SIGKILL)
         raise
