@@ -4,14 +4,15 @@ servers users would otherwise pick, in one run.
 Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
 uploads: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing to ``/predict``, and a 5-digit canvas line and
 a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). The service
-runs with batching, without it, and as 1, 2 or 3 HTTP front ends feeding one inference process; the peers
-(``bench/peers/``: gunicorn + Flask) serve the same store's digit classifiers with the same preprocessing and
-take only the digit uploads. All servers run side by side (idle ones cost nothing) and every cell is measured
-once per round, rounds interleaved, so slow spells of a noisy machine hit every configuration alike; the table
-shows each cell's median over the rounds. ``--configs`` and ``--images`` pick a subset of the matrix.
+runs with batching, without it, and as 1, 2 or 3 HTTP front ends feeding one inference process. The peers
+(``bench/peers/``: gunicorn + Flask, BentoML with adaptive batching) serve the same store's digit classifiers
+with the same preprocessing and take only the digit uploads. All servers run side by side (idle ones cost
+nothing) and every cell is measured once per round, rounds interleaved, so slow spells of a noisy machine hit
+every configuration alike; the table shows each cell's median over the rounds. ``--configs`` and ``--images``
+pick a subset of the matrix.
 
-A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 78 cells)
-takes about 40 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
+A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 84 cells)
+takes about 45 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
 Run with ``make bench`` (needs Debian's ``wrk`` and ``pip install -e '.[peers]'``).
 """
 
@@ -79,6 +80,7 @@ CONFIGS: dict[str, ServerConfig] = {
     "front end ×2": _front_ends(2),
     "front end ×3": _front_ends(3),
     "gunicorn + Flask": ServerConfig("bench.peers.flask_app", routes=DIGIT_ROUTES),
+    "BentoML": ServerConfig("bench.peers.bento_service", health_path="/readyz", routes=DIGIT_ROUTES),
 }
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from typing_extensions import TypedDict
 
 from contract import ModelStore
 from contract.ensemble import calibrated_log_probs, ensemble_probs
