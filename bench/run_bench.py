@@ -5,15 +5,16 @@ Each configuration is a real server process on loopback, driven by ``wrk`` (clos
 uploads: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing to ``/predict``, and a 5-digit canvas line and
 a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). The service
 runs with batching, without it, and as 1, 2 or 3 HTTP front ends feeding one inference process. The peers
-(``bench/peers/``: gunicorn + Flask, BentoML with adaptive batching) serve the same store's digit classifiers
-with the same preprocessing and take only the digit uploads. All servers run side by side (idle ones cost
-nothing) and every cell is measured once per round, rounds interleaved, so slow spells of a noisy machine hit
-every configuration alike; the table shows each cell's median over the rounds. ``--configs`` and ``--images``
-pick a subset of the matrix.
+(``bench/peers/``: gunicorn + Flask, BentoML and TorchServe with their batching) serve the same store's digit
+classifiers with the same preprocessing and take only the digit uploads. All servers run side by side (idle ones
+cost nothing), each answers a real upload before any measurement starts, and every cell is measured once per
+round, rounds interleaved, so slow spells of a noisy machine hit every configuration alike; the table shows each
+cell's median over the rounds. ``--configs`` and ``--images`` pick a subset of the matrix.
 
-A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 84 cells)
-takes about 45 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
-Run with ``make bench`` (needs Debian's ``wrk`` and ``pip install -e '.[peers]'``).
+A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 90 cells)
+takes about 47 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
+Run with ``make bench``: it needs Debian's ``wrk``, and for the peers ``pip install -e '.[peers]'`` and a Java 17
+runtime (TorchServe's front end; Debian's ``openjdk-17-jre-headless``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 from PIL import Image
 
 from bench.read_latency import uploads as line_uploads
-from harness.server import REPO_ROOT, start_server
+from harness.server import READY_TIMEOUT_S, REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
 logger = logging.getLogger("bench")
@@ -81,6 +83,9 @@ CONFIGS: dict[str, ServerConfig] = {
     "front end ×3": _front_ends(3),
     "gunicorn + Flask": ServerConfig("bench.peers.flask_app", routes=DIGIT_ROUTES),
     "BentoML": ServerConfig("bench.peers.bento_service", health_path="/readyz", routes=DIGIT_ROUTES),
+    "TorchServe": ServerConfig(
+        "bench.peers.torchserve_handler", health_path="/ping", routes={"/predict": "/predictions/digits"}
+    ),
 }
 
 
@@ -133,6 +138,21 @@ def multipart(data: bytes) -> bytes:
         "Content-Type: image/png\r\n\r\n"
     ).encode()
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def wait_until_answers(url: str, body: bytes, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """POST ``body`` to ``url`` until it is answered with 2xx: some servers report healthy while their model
+    workers are still loading, and that loading must not overlap another server's measurement."""
+    deadline = time.monotonic() + timeout_s
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, content=body, headers=headers, timeout=timeout_s).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer an upload within {timeout_s} s")
 
 
 def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: int) -> dict[str, int]:
@@ -248,6 +268,9 @@ def main() -> None:
             server = start_server(config.env, log_path, module=config.module, health_path=config.health_path)
             servers.callback(server.stop)
             urls[name] = server.url
+        digit = multipart(all_uploads["28x28 digit"].data)
+        for name, config in configs.items():
+            wait_until_answers(f"{urls[name]}{config.routes['/predict']}", digit)
         for round_index in range(args.rounds):
             for name, image in cells:
                 route = f"{urls[name]}{configs[name].routes[uploads[image].route]}"

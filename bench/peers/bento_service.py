@@ -53,8 +53,9 @@ class Digits:
 
 def main() -> None:
     settings = get_settings()
-    # No usage reports (the benchmark runs offline) and BentoML's home away from the user's.
-    os.environ.update(BENTOML_DO_NOT_TRACK="true", BENTOML_HOME=tempfile.mkdtemp(prefix="bentoml-"))
+    # No usage reports (the benchmark runs offline), and BentoML's home (its model and bento stores, unused here)
+    # away from the user's.
+    os.environ.update(BENTOML_DO_NOT_TRACK="true", BENTOML_HOME=str(Path(tempfile.gettempdir(), "digits-bentoml")))
     command = [sys.executable, "-m", "bentoml", "serve", "bench.peers.bento_service:Digits"]
     command += ["--host", settings.host, "--port", str(settings.port), "--working-dir", str(REPO_ROOT)]
     os.execv(sys.executable, command)
