@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PEERS_STAMP := $(VENV)/.peers-installed
 
 .PHONY: serve test lint format train compare bench system-deps
 
@@ -10,6 +11,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The benchmark's peer servers (bench/peers/) are an optional extra, installed only for the benchmark.
+$(PEERS_STAMP): pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,peers]'
+	touch $(PEERS_STAMP)
 
 serve: $(STAMP)
 	$(PY) -m service
@@ -31,7 +37,7 @@ train: $(STAMP)
 compare: $(STAMP)
 	$(PY) -m evaluation
 
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m bench.run_bench
 
 system-deps:

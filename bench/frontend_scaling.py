@@ -24,7 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.run_bench import RESULTS_DIR, bench_images, multipart, run_wrk
+from bench.run_bench import RESULTS_DIR, bench_images
+from bench.wrk import multipart, run_wrk
 from harness.processes import cpu_seconds, descendants
 from harness.server import RunningServer, start_server
 

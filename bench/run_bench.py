@@ -1,12 +1,20 @@
-"""Throughput and latency of the running service: batching on, batching off, and the bare HTTP stack, in one run.
+"""Throughput and latency of the running service in its configurations, of the bare HTTP stack, and of the model
+servers users would otherwise pick, in one run.
 
 Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
 uploads: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing to ``/predict``, and a 5-digit canvas line and
-a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). All servers
-run side by side (idle ones cost nothing) and every cell is measured once per round, rounds interleaved, so slow
-spells of a noisy machine hit every configuration alike; the table shows each cell's median over the rounds. Results go
-to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``. Run with ``make bench`` (needs
-Debian's ``wrk``).
+a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). The service
+runs with batching, without it, and as 1, 2 or 3 HTTP front ends feeding one inference process. The peers
+(``bench/peers/``: gunicorn + Flask, BentoML and TorchServe with their batching) serve the same store's digit
+classifiers with the same preprocessing and take only the digit uploads. All servers run side by side (idle ones
+cost nothing), each answers a real upload before any measurement starts, and every cell is measured once per
+round, rounds interleaved, so slow spells of a noisy machine hit every configuration alike; the table shows each
+cell's median over the rounds. ``--configs`` and ``--images`` pick a subset of the matrix.
+
+A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 90 cells)
+takes about 47 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
+Run with ``make bench``: it needs Debian's ``wrk``, and for the peers ``pip install -e '.[peers]'`` and a Java 17
+runtime (TorchServe's front end; Debian's ``openjdk-17-jre-headless``).
 """
 
 from __future__ import annotations
@@ -21,16 +29,18 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 from PIL import Image
 
 from bench.read_latency import uploads as line_uploads
-from bench.wrk import multipart, run_wrk
-from harness.server import REPO_ROOT, start_server
+from bench.wrk import BOUNDARY, multipart, run_wrk
+from harness.server import READY_TIMEOUT_S, REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
 logger = logging.getLogger("bench")
@@ -39,11 +49,40 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 # The canvas of the web page: 280x280, i.e. MNIST's 28x28 scaled 10x, black ink on a transparent background.
 CANVAS_SCALE = 10
 CONCURRENCIES = (1, 8, 64)
-# Same number of server processes for every configuration, so the ratios compare stacks, not process counts.
-CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
-    "batching": ("service", {}),
-    "no batching": ("service", {"DIGITS_MAX_BATCH_SIZE": "1"}),
-    "bare endpoint": ("bench.bare_app", {}),
+# The warm-up before each measured cell: connections, caches, allocator.
+WARMUP_S = 2
+# Where the service takes each upload; a server that takes only some of them maps only those to its own paths.
+SERVICE_ROUTES = {"/predict": "/predict", "/read": "/read"}
+DIGIT_ROUTES = {"/predict": "/predict"}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One benchmarked server: ``python -m <module>`` with ``env``, ready when ``health_path`` answers 200, and the
+    path on it of each service route it takes (uploads to other routes are not sent to it)."""
+
+    module: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_path: str = "/health/ready"
+    routes: Mapping[str, str] = field(default_factory=lambda: SERVICE_ROUTES)
+
+
+def _front_ends(count: int) -> ServerConfig:
+    return ServerConfig("service", {"DIGITS_WORKERS": str(count), "DIGITS_ENGINE": "process"})
+
+
+CONFIGS: dict[str, ServerConfig] = {
+    "batching": ServerConfig("service"),
+    "no batching": ServerConfig("service", {"DIGITS_MAX_BATCH_SIZE": "1"}),
+    "bare endpoint": ServerConfig("bench.bare_app"),
+    "front end ×1": _front_ends(1),
+    "front end ×2": _front_ends(2),
+    "front end ×3": _front_ends(3),
+    "gunicorn + Flask": ServerConfig("bench.peers.flask_app", routes=DIGIT_ROUTES),
+    "BentoML": ServerConfig("bench.peers.bento_service", health_path="/readyz", routes=DIGIT_ROUTES),
+    "TorchServe": ServerConfig(
+        "bench.peers.torchserve_handler", health_path="/ping", routes={"/predict": "/predictions/digits"}
+    ),
 }
 
 
@@ -90,8 +129,23 @@ def bench_uploads() -> dict[str, Upload]:
     }
 
 
+def wait_until_answers(url: str, body: bytes, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """POST ``body`` to ``url`` until it is answered with 2xx: some servers report healthy while their model
+    workers are still loading, and that loading must not overlap another server's measurement."""
+    deadline = time.monotonic() + timeout_s
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, content=body, headers=headers, timeout=timeout_s).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer an upload within {timeout_s} s")
+
+
 def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: int) -> Result:
-    run_wrk(url, body_file, concurrency, min(2, duration_s))  # warm-up: connections, caches, allocator
+    run_wrk(url, body_file, concurrency, min(WARMUP_S, duration_s))
     raw = run_wrk(url, body_file, concurrency, duration_s)
     errors = sum(raw[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
     return Result(
@@ -119,35 +173,67 @@ def median_result(rounds: list[Result]) -> Result:
     )
 
 
+def bench_cells(configs: Mapping[str, ServerConfig], uploads: Mapping[str, Upload]) -> list[tuple[str, str]]:
+    """Every (configuration, upload) pair the run measures: each upload on the servers that take its route."""
+    return [(c, image) for c, config in configs.items() for image, up in uploads.items() if up.route in config.routes]
+
+
 def markdown_table(results: list[Result]) -> str:
+    """Per image and client count, each configuration's req/s (p50 / p99 ms), then its req/s over the reference's
+    (``batching`` when measured, else the first configuration); a cell not measured shows a dash."""
     by_key = {(r.config, r.image, r.concurrency): r for r in results}
+    configs = list(dict.fromkeys(r.config for r in results))
+    reference = "batching" if "batching" in configs else configs[0]
+    others = [c for c in configs if c != reference]
     lines = [
-        "| image | clients | batching req/s (p50 / p99 ms) | no batching req/s (p50 / p99 ms) "
-        "| bare endpoint req/s | batching / no batching | batching / bare |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| image | clients | "
+        + " | ".join(f"{c} req/s (p50 / p99 ms)" for c in configs)
+        + "".join(f" | {c} / {reference}" for c in others)
+        + " |",
+        "|---|---:|" + "---:|" * (len(configs) + len(others)),
     ]
     for image in dict.fromkeys(r.image for r in results):
         for c in CONCURRENCIES:
-            on, off, bare = (by_key[(k, image, c)] for k in CONFIGS)
-            lines.append(
-                f"| {image} | {c} | {on.requests_per_s:,.0f} ({on.p50_ms:.1f} / {on.p99_ms:.1f}) "
-                f"| {off.requests_per_s:,.0f} ({off.p50_ms:.1f} / {off.p99_ms:.1f}) | {bare.requests_per_s:,.0f} "
-                f"| {on.requests_per_s / off.requests_per_s:.2f}x | {on.requests_per_s / bare.requests_per_s:.0%} |"
-            )
+            cells = [by_key.get((config, image, c)) for config in configs]
+            base = by_key.get((reference, image, c))
+            measured = [f"{r.requests_per_s:,.0f} ({r.p50_ms:.1f} / {r.p99_ms:.1f})" if r else "–" for r in cells]
+            ratios = [
+                f"{r.requests_per_s / base.requests_per_s:.2f}x" if r and base else "–"
+                for r in (by_key.get((config, image, c)) for config in others)
+            ]
+            lines.append(f"| {image} | {c} | " + " | ".join(measured + ratios) + " |")
     errors = sum(r.errors for r in results)
     lines.append("")
     lines.append(f"Errors (non-2xx or socket) over all runs: {errors}.")
     return "\n".join(lines)
 
 
+def _selected(names: list[str] | None, available: Mapping[str, object], what: str) -> list[str]:
+    unknown = sorted(set(names or ()) - set(available))
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; choose from {list(available)}")
+    return names or list(available)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration-s", type=int, default=8, help="measured seconds per cell (after warm-up)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements of every cell")
+    parser.add_argument(
+        "--configs", nargs="+", metavar="NAME", help=f"configurations to run (default all): {list(CONFIGS)}"
+    )
+    parser.add_argument("--images", nargs="+", metavar="NAME", help="uploads to send (default all)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    uploads = bench_uploads()
+    all_uploads = bench_uploads()
+    configs = {name: CONFIGS[name] for name in _selected(args.configs, CONFIGS, "configurations")}
+    uploads = {name: all_uploads[name] for name in _selected(args.images, all_uploads, "images")}
+    cells = bench_cells(configs, uploads)
+    expected_s = len(cells) * len(CONCURRENCIES) * args.rounds * (min(WARMUP_S, args.duration_s) + args.duration_s)
+    logger.info(
+        "%d cells x %d rounds: about %.0f minutes", len(cells) * len(CONCURRENCIES), args.rounds, expected_s / 60
+    )
     rounds: dict[tuple[str, str, int], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         bodies: dict[str, Path] = {}
@@ -155,18 +241,21 @@ def main() -> None:
             bodies[name] = Path(tmp) / f"{len(bodies)}.body"
             bodies[name].write_bytes(multipart(upload.data))
         urls: dict[str, str] = {}
-        for config, (module, env) in CONFIGS.items():
-            server = start_server(env, Path(tmp) / f"{module}.{len(urls)}.log", module=module)
+        for name, config in configs.items():
+            log_path = Path(tmp) / f"{config.module}.{len(urls)}.log"
+            server = start_server(config.env, log_path, module=config.module, health_path=config.health_path)
             servers.callback(server.stop)
-            urls[config] = server.url
+            urls[name] = server.url
+        digit = multipart(all_uploads["28x28 digit"].data)
+        for name, config in configs.items():
+            wait_until_answers(f"{urls[name]}{config.routes['/predict']}", digit)
         for round_index in range(args.rounds):
-            for config, url in urls.items():
-                for image, body_file in bodies.items():
-                    for concurrency in CONCURRENCIES:
-                        route = f"{url}{uploads[image].route}"
-                        result = measure(config, route, image, body_file, concurrency, args.duration_s)
-                        rounds.setdefault((config, image, concurrency), []).append(result)
-                        logger.info("round %d: %s", round_index + 1, result)
+            for name, image in cells:
+                route = f"{urls[name]}{configs[name].routes[uploads[image].route]}"
+                for concurrency in CONCURRENCIES:
+                    result = measure(name, route, image, bodies[image], concurrency, args.duration_s)
+                    rounds.setdefault((name, image, concurrency), []).append(result)
+                    logger.info("round %d: %s", round_index + 1, result)
     results = [median_result(cell) for cell in rounds.values()]
     args.out.mkdir(parents=True, exist_ok=True)
     machine = {
@@ -182,10 +271,12 @@ def main() -> None:
                 "machine": machine,
                 "rounds": args.rounds,
                 "duration_s": args.duration_s,
+                "configs": {name: asdict(config) for name, config in configs.items()},
                 "results": [asdict(r) for r in results],
                 "every_round": [asdict(r) for cell in rounds.values() for r in cell],
             },
             indent=2,
+            ensure_ascii=False,
         )
         + "\n"
     )

@@ -34,11 +34,9 @@ def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: int, *, cou
     if count_503:
         env["BENCH_COUNT_503"] = "1"
     command = ["wrk", f"-c{concurrency}", f"-t{min(2, concurrency)}", f"-d{duration_s}s", "--timeout", "10s"]
-    output = subprocess.run(
-        [*command, "-s", str(LUA_SCRIPT), url], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    match = re.search(r"^BENCH_JSON (.*)$", output, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"wrk printed no summary:\n{output}")
+    run = subprocess.run([*command, "-s", str(LUA_SCRIPT), url], env=env, capture_output=True, text=True)
+    match = re.search(r"^BENCH_JSON (.*)$", run.stdout, re.MULTILINE)
+    if run.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk on {url} exited with {run.returncode}:\n{run.stdout}{run.stderr}")
     summary: dict[str, int] = json.loads(match.group(1))
     return summary

@@ -70,24 +70,30 @@ def wait_until_healthy(
 
 
 def start_server(
-    env: Mapping[str, str], log_path: Path, port: int | None = None, module: str = "service"
+    env: Mapping[str, str],
+    log_path: Path,
+    port: int | None = None,
+    module: str = "service",
+    health_path: str = "/health/ready",
 ) -> RunningServer:
-    """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``/health/ready`` is 200."""
+    """Run ``python -m <module>`` with ``DIGITS_*`` settings from ``env``; block until ``health_path`` is 200."""
     port = port or free_port()
     server_env = {"DIGITS_HOST": "127.0.0.1", "DIGITS_PORT": str(port), **env}
-    return start_command([sys.executable, "-m", module], server_env, log_path, port)
+    return start_command([sys.executable, "-m", module], server_env, log_path, port, health_path)
 
 
-def start_command(command: Sequence[str], env: Mapping[str, str], log_path: Path, port: int) -> RunningServer:
+def start_command(
+    command: Sequence[str], env: Mapping[str, str], log_path: Path, port: int, health_path: str = "/health/ready"
+) -> RunningServer:
     """Run ``command``, a server that listens on ``port`` of loopback, with ``env`` added to this process's
-    environment; block until its ``/health/ready`` is 200."""
+    environment; block until its ``health_path`` is 200."""
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
     server = RunningServer(process=process, port=port, log_path=log_path)
     try:
-        wait_until_healthy(process, f"{server.url}/health/ready", READY_TIMEOUT_S, server.log)
+        wait_until_healthy(process, f"{server.url}{health_path}", READY_TIMEOUT_S, server.log)
     except RuntimeError:
         server.stop(signal.SIGKILL)
         raise
