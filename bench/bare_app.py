@@ -1,7 +1,7 @@
 """The ceiling of the HTTP stack: the service's own upload reading and image decoding, and no model, behind
 both routes the benchmark sends uploads to (``/predict`` and ``/read``).
 
-Served by the same uvicorn options as the service (``service.__main__.serve``), so the benchmark's ratio
+Served by the same uvicorn options as the service (``service.supervisor.serve``), so the benchmark's ratio
 "service / bare endpoint" measures what batching, preprocessing and inference cost on top of HTTP.
 """
 
@@ -54,6 +54,6 @@ def create_app() -> FastAPI:
 
 
 if __name__ == "__main__":
-    from service.__main__ import serve
+    from service.supervisor import serve
 
     serve("bench.bare_app:create_app", with_inference_process=False)

@@ -1,6 +1,7 @@
-"""What one replica uses: resident memory and CPU cores of a real server process and its preprocessing workers,
-idle and under three loads (canvas uploads to ``/predict``, batches of 64 through the Open Inference Protocol,
-phone photos). The Kubernetes manifests' resource requests and limits are sized from it.
+"""What one replica uses: memory (proportional set size, shared pages counted once) and CPU cores of a real server
+and the processes below it (front end, inference process, preprocessing workers), idle and under three loads
+(canvas uploads to ``/predict``, batches of 64 through the Open Inference Protocol, phone photos). The Kubernetes
+manifests' resource requests and limits are sized from it.
 
 Writes ``bench/results/footprint.json``. Run with ``python -m bench.footprint`` (about 40 s). The load generator
 shares the machine, so the CPU figures are what the server used while the machine was saturated, not its ceiling.
@@ -27,7 +28,7 @@ import tritonclient.http as triton
 from bench.run_bench import RESULTS_DIR, bench_images
 from bench.wrk import multipart, run_wrk
 from harness.images import photo_of_paper
-from harness.processes import cpu_seconds, rss_mb
+from harness.processes import cpu_seconds, pss_mb
 from harness.server import REPO_ROOT, start_server
 
 logger = logging.getLogger("bench")
@@ -55,7 +56,7 @@ class Phase:
     cpu_cores: float
     # CPU time per answered request: unlike cores, it hardly depends on what else the machine runs.
     cpu_ms_per_request: float
-    peak_rss_mb: float
+    peak_pss_mb: float
 
 
 def _phone_jpeg() -> bytes:
@@ -105,13 +106,13 @@ def _wrk_clients(url: str, body_file: Path, clients: int) -> Callable[[], tuple[
 
 def _measure(pid: int, name: str, clients: int, load: Callable[[], tuple[int, int]]) -> Phase:
     """Run ``load`` while memory is sampled; CPU time of the server's processes from /proc."""
-    peak = rss_mb(pid)
+    peak = pss_mb(pid)
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.wait(SAMPLE_PERIOD_S):
-            peak = max(peak, rss_mb(pid))
+            peak = max(peak, pss_mb(pid))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -136,7 +137,7 @@ def main() -> None:
         server = start_server(SERVER_ENV, Path(folder) / "server.log")
         try:
             pid, url = server.process.pid, server.url
-            idle_mb = rss_mb(pid)
+            idle_mb = pss_mb(pid)
             phases = [
                 # Two clients: a request of 64 rows takes 64 places in the batcher's queue (128 by default).
                 _measure(
@@ -163,7 +164,7 @@ def main() -> None:
                 # Last: wrk stops with requests still queued, which would refuse the next phase's first ones.
                 _measure(pid, "280x280 canvas to /predict", 64, _wrk_clients(f"{url}/predict", canvas_body, 64)),
             ]
-            after_mb = rss_mb(pid)
+            after_mb = pss_mb(pid)
         finally:
             server.stop()
     results = {
@@ -171,8 +172,8 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
         "settings": {key: value for key, value in SERVER_ENV.items() if key != "DIGITS_MODEL_STORE_DIR"},
         "duration_s": DURATION_S,
-        "idle_rss_mb": idle_mb,
-        "after_load_rss_mb": after_mb,
+        "idle_pss_mb": idle_mb,
+        "after_load_pss_mb": after_mb,
         "phases": [asdict(phase) for phase in phases],
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

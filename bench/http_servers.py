@@ -56,7 +56,7 @@ ServerCommand = Callable[[str, int], list[str]]
 
 
 def _uvicorn(http: str, loop: str) -> ServerCommand:
-    """uvicorn's command line with the service's own server options (``service.__main__.serve``) but ``http``
+    """uvicorn's command line with the service's own server options (``service.supervisor.serve``) but ``http``
     and ``loop``, and uvicorn's own log format (access logging is off in both)."""
 
     def command(app: str, port: int) -> list[str]:

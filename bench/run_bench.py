@@ -4,15 +4,17 @@ servers users would otherwise pick, in one run.
 Each configuration is a real server process on loopback, driven by ``wrk`` (closed loop, C clients) with multipart
 uploads: a 28x28 MNIST digit PNG and a 280x280 RGBA canvas drawing to ``/predict``, and a 5-digit canvas line and
 a 7-digit phone photo to ``/read`` (the bare endpoint reads and decodes both routes' uploads alike). The service
-runs with batching, without it, and as 1, 2 or 3 HTTP front ends feeding one inference process. The peers
+runs with its defaults (one HTTP front end per core feeding one inference process, batching on), without
+batching, and as one process serving HTTP and inference. The peers
 (``bench/peers/``: gunicorn + Flask, BentoML and TorchServe with their batching) serve the same store's digit
 classifiers with the same preprocessing and take only the digit uploads. All servers run side by side (idle ones
 cost nothing), each answers a real upload before any measurement starts, and every cell is measured once per
 round, rounds interleaved, so slow spells of a noisy machine hit every configuration alike; the table shows each
 cell's median over the rounds. ``--configs`` and ``--images`` pick a subset of the matrix.
 
-A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 90 cells)
-takes about 47 minutes. Results go to ``bench/results/bench.json`` (every round) and ``bench/results/bench.md``.
+A cell costs a 2 s warm-up plus ``--duration-s``; the default run (every configuration, 8 s, 3 rounds: 78 cells
+per round) takes about 40 minutes. Results go to ``bench/results/bench.json`` (every round) and
+``bench/results/bench.md``.
 Run with ``make bench``: it needs Debian's ``wrk``, and for the peers ``pip install -e '.[peers]'`` and a Java 17
 runtime (TorchServe's front end; Debian's ``openjdk-17-jre-headless``).
 """
@@ -67,17 +69,13 @@ class ServerConfig:
     routes: Mapping[str, str] = field(default_factory=lambda: SERVICE_ROUTES)
 
 
-def _front_ends(count: int) -> ServerConfig:
-    return ServerConfig("service", {"DIGITS_WORKERS": str(count), "DIGITS_ENGINE": "process"})
-
-
 CONFIGS: dict[str, ServerConfig] = {
+    # The service's defaults: one front end per core and one inference process (bench.frontend_scaling varies them).
     "batching": ServerConfig("service"),
     "no batching": ServerConfig("service", {"DIGITS_MAX_BATCH_SIZE": "1"}),
+    # One process serving HTTP and inference, as the service did before it had front ends.
+    "one process": ServerConfig("service", {"DIGITS_ENGINE": "embedded", "DIGITS_WORKERS": "1"}),
     "bare endpoint": ServerConfig("bench.bare_app"),
-    "front end ×1": _front_ends(1),
-    "front end ×2": _front_ends(2),
-    "front end ×3": _front_ends(3),
     "gunicorn + Flask": ServerConfig("bench.peers.flask_app", routes=DIGIT_ROUTES),
     "BentoML": ServerConfig("bench.peers.bento_service", health_path="/readyz", routes=DIGIT_ROUTES),
     "TorchServe": ServerConfig(

@@ -1,4 +1,5 @@
-"""Resource use of a running server and the processes below it (fork server, preprocessing workers), from /proc."""
+"""Resource use of a running server and the processes below it (front ends, inference process, fork servers,
+preprocessing workers), from /proc."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def rss_mb(pid: int) -> float:
         except FileNotFoundError:  # exited meanwhile
             continue
         total_kb += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return total_kb / 1024
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional memory of the server and the processes below it: each page shared by several of them (torch's
+    libraries, in every process that imports it) counted once in all, as the kernel charges a container."""
+    total_kb = 0
+    for process in descendants(pid):
+        try:
+            rollup = Path(f"/proc/{process}/smaps_rollup").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            continue
+        total_kb += sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
     return total_kb / 1024
 
 

@@ -8,7 +8,7 @@ Contract:
   :class:`QueueFullError` (503 + Retry-After at the front end's edge), a failed batch with the batch's error.
 - A front end that goes away loses only its own calls: they are cancelled, and the batcher skips their items.
 - SIGTERM (or SIGINT): stop accepting connections, answer every queued item, then exit. The supervisor
-  (``service.__main__``) starts the process again when it dies any other way.
+  (``service.supervisor``) starts the process again when it dies any other way.
 """
 
 from __future__ import annotations

@@ -11,11 +11,14 @@ models change.
 from __future__ import annotations
 
 import asyncio
+import io
 import pickle
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import torch
 
 from service.registry import ModelStatus
 
@@ -78,10 +81,23 @@ class Catalog:
 Message = Submit | Reload | FrameCheck | Upstream | Answer | Catalog
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles CPU tensors as NumPy arrays: a 28x28 image took about 120 us each way as a tensor, 5 as an array."""
+
+    def reducer_override(self, obj: object) -> Any:
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.requires_grad:
+            return torch.from_numpy, (obj.numpy(),)
+        return NotImplemented
+
+
 def encode(message: Message) -> bytes:
     """``message`` framed for the stream: its pickled length, then the pickle."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(payload)) + payload
+    buffer = io.BytesIO()
+    buffer.write(bytes(_LENGTH.size))
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    payload = buffer.getbuffer()
+    _LENGTH.pack_into(payload, 0, len(payload) - _LENGTH.size)
+    return payload.tobytes()
 
 
 async def read_message(reader: asyncio.StreamReader) -> Message:

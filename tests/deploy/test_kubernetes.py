@@ -219,7 +219,7 @@ def test_termination_grace_covers_the_drain_and_the_shutdown(base: dict[str, Res
 def test_resources_cover_the_measured_footprint(base: dict[str, Resource]) -> None:
     resources = container(base["Deployment"])["resources"]
     footprint = json.loads(FOOTPRINT.read_text())
-    peak_mb = max([footprint["idle_rss_mb"], *(phase["peak_rss_mb"] for phase in footprint["phases"])])
+    peak_mb = max([footprint["idle_pss_mb"], *(phase["peak_pss_mb"] for phase in footprint["phases"])])
 
     assert memory_mib(resources["requests"]["memory"]) >= peak_mb
     assert memory_mib(resources["limits"]["memory"]) >= memory_mib(resources["requests"]["memory"])

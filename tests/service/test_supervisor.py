@@ -1,10 +1,12 @@
-"""The real thing: ``python -m service`` under uvicorn on a loopback port, from start-up to SIGTERM."""
+"""The real thing: ``python -m service`` (its supervisor, front ends and inference process) on a loopback port, from
+start-up to SIGTERM, with its processes killed one by one."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +16,10 @@ import pytest
 import uvicorn
 
 from contract import ModelStore
-from harness.server import RunningServer, running_server
-from service import __main__ as service_main
-from tests.support.servers import server_env
+from harness.server import RunningServer, free_port, running_server
+from service import __main__ as service_entry
+from service import supervisor as service_main
+from tests.support.servers import clean_settings, server_env
 from tests.support.uploads import upload
 
 ENGINE_READY = re.compile(r"inference process (\d+) ready")
@@ -142,7 +145,7 @@ def test_server_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DIGITS_LOG_FORMAT", "json")
     service_main.get_settings.cache_clear()
     try:
-        service_main.main()
+        service_entry.main()
     finally:
         service_main.get_settings.cache_clear()
 
@@ -155,3 +158,17 @@ def test_server_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) 
     )
     assert isinstance(config.log_config, dict)
     assert config.log_config["formatters"]["access"]["()"] == "pythonjsonlogger.json.JsonFormatter"
+
+
+def test_front_ends_listen_on_a_socket_that_says_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio turns Nagle's algorithm off only on connections of a socket whose protocol is TCP; with it on, a
+    lone request's answer waited about 40 ms for the client's delayed ACK."""
+    listeners: list[socket.socket] = []
+    monkeypatch.setattr(service_main._FrontEnds, "run", lambda self: listeners.extend(self.sockets))
+    settings = clean_settings(port=free_port(), workers=2, engine="embedded")
+
+    service_main._run_uvicorn("service.main:create_app", settings, in_workers=False)
+
+    [listener] = listeners
+    assert (listener.family, listener.proto) == (socket.AF_INET, socket.IPPROTO_TCP)
+    listener.close()
