@@ -26,7 +26,7 @@ import numpy as np
 import tritonclient.http as triton
 
 from bench.run_bench import RESULTS_DIR, bench_images
-from bench.wrk import multipart, run_wrk
+from bench.wrk import failures, multipart, run_wrk
 from harness.images import photo_of_paper
 from harness.processes import cpu_seconds, pss_mb
 from harness.server import REPO_ROOT, start_server
@@ -98,8 +98,7 @@ def _wrk_clients(url: str, body_file: Path, clients: int) -> Callable[[], tuple[
 
     def run() -> tuple[int, int]:
         summary = run_wrk(url, body_file, clients, int(DURATION_S))
-        failures = sum(summary[key] for key in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
-        return summary["requests"], failures
+        return summary["requests"], failures(summary)
 
     return run
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.run_bench import RESULTS_DIR, bench_images
+from bench.run_bench import RESULTS_DIR, WARMUP_S, Result, bench_images, median_result, wrk_result
 from bench.wrk import multipart, run_wrk
 from harness.processes import cpu_seconds, descendants
 from harness.server import RunningServer, start_server
@@ -46,14 +46,9 @@ _ENGINE_READY = re.compile(r"inference process (\d+) ready")
 
 
 @dataclass(frozen=True)
-class Cell:
-    config: str
-    image: str
-    concurrency: int
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+class Cell(Result):
+    """A benchmark cell and the CPU time per request of each group of processes."""
+
     front_end_cpu_ms: float
     inference_cpu_ms: float
     load_generator_cpu_ms: float
@@ -77,7 +72,7 @@ def _wrk_cpu_s() -> float:
 
 def measure(config: str, server: RunningServer, image: str, body: Path, concurrency: int, duration_s: int) -> Cell:
     url = f"{server.url}/predict"
-    run_wrk(url, body, concurrency, 2)  # warm-up
+    run_wrk(url, body, concurrency, WARMUP_S)
     total_before, engine_before = cpu_split(server)
     wrk_before = _wrk_cpu_s()
     raw = run_wrk(url, body, concurrency, duration_s)
@@ -86,13 +81,7 @@ def measure(config: str, server: RunningServer, image: str, body: Path, concurre
     requests = max(raw["requests"], 1)
     engine_s = engine_after - engine_before
     return Cell(
-        config=config,
-        image=image,
-        concurrency=concurrency,
-        requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
-        p50_ms=raw["p50_us"] / 1e3,
-        p99_ms=raw["p99_us"] / 1e3,
-        errors=sum(raw[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts")),
+        **asdict(wrk_result(config, image, concurrency, raw)),
         front_end_cpu_ms=(total_after - total_before - engine_s) / requests * 1e3,
         inference_cpu_ms=engine_s / requests * 1e3,
         load_generator_cpu_ms=wrk_s / requests * 1e3,
@@ -100,15 +89,11 @@ def measure(config: str, server: RunningServer, image: str, body: Path, concurre
 
 
 def median_cell(rounds: list[Cell]) -> Cell:
-    first = rounds[0]
-    fields = ("requests_per_s", "p50_ms", "p99_ms", "front_end_cpu_ms", "inference_cpu_ms", "load_generator_cpu_ms")
-    medians = {name: statistics.median(getattr(cell, name) for cell in rounds) for name in fields}
+    """:func:`bench.run_bench.median_result`, and the median CPU time of each group of processes."""
+    cpu_fields = ("front_end_cpu_ms", "inference_cpu_ms", "load_generator_cpu_ms")
     return Cell(
-        config=first.config,
-        image=first.image,
-        concurrency=first.concurrency,
-        errors=sum(cell.errors for cell in rounds),
-        **medians,
+        **asdict(median_result(list(rounds))),
+        **{name: statistics.median(getattr(cell, name) for cell in rounds) for name in cpu_fields},
     )
 
 

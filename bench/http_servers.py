@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.footprint import SERVER_ENV
 from bench.run_bench import RESULTS_DIR, bench_images
-from bench.wrk import multipart, run_wrk
+from bench.wrk import multipart, run_wrk, socket_errors
 from harness.processes import cpu_seconds
 from harness.server import RunningServer, free_port, start_command
 from service.config import get_settings
@@ -136,7 +136,7 @@ def measure(
         p99_over_p50=p99_ms / p50_ms,
         status_503=raw["status_503"],
         non_2xx=raw["non_2xx"] - raw["status_503"],
-        errors=sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
+        errors=socket_errors(raw),
         cpu_ms_per_request=1e3 * cpu_s / requests,
     )
 

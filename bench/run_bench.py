@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from bench.read_latency import uploads as line_uploads
-from bench.wrk import BOUNDARY, multipart, run_wrk
+from bench.wrk import BOUNDARY, failures, multipart, run_wrk
 from harness.server import READY_TIMEOUT_S, REPO_ROOT, start_server
 from training.data import default_data_dir, load_mnist
 
@@ -142,10 +142,8 @@ def wait_until_answers(url: str, body: bytes, timeout_s: float = READY_TIMEOUT_S
     raise RuntimeError(f"{url} did not answer an upload within {timeout_s} s")
 
 
-def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: int) -> Result:
-    run_wrk(url, body_file, concurrency, min(WARMUP_S, duration_s))
-    raw = run_wrk(url, body_file, concurrency, duration_s)
-    errors = sum(raw[k] for k in ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts"))
+def wrk_result(config: str, image: str, concurrency: int, raw: dict[str, int]) -> Result:
+    """One cell from a ``wrk`` run's summary."""
     return Result(
         config=config,
         image=image,
@@ -153,8 +151,13 @@ def measure(config: str, url: str, image: str, body_file: Path, concurrency: int
         requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
         p50_ms=raw["p50_us"] / 1e3,
         p99_ms=raw["p99_us"] / 1e3,
-        errors=errors,
+        errors=failures(raw),
     )
+
+
+def measure(config: str, url: str, image: str, body_file: Path, concurrency: int, duration_s: int) -> Result:
+    run_wrk(url, body_file, concurrency, min(WARMUP_S, duration_s))
+    return wrk_result(config, image, concurrency, run_wrk(url, body_file, concurrency, duration_s))
 
 
 def median_result(rounds: list[Result]) -> Result:

@@ -40,3 +40,13 @@ def run_wrk(url: str, body_file: Path, concurrency: int, duration_s: int, *, cou
         raise RuntimeError(f"wrk on {url} exited with {run.returncode}:\n{run.stdout}{run.stderr}")
     summary: dict[str, int] = json.loads(match.group(1))
     return summary
+
+
+def socket_errors(summary: dict[str, int]) -> int:
+    """Connections that failed, broke or timed out in a run's summary."""
+    return sum(summary[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+
+
+def failures(summary: dict[str, int]) -> int:
+    """Requests of a run's summary that got no 2xx answer: non-2xx statuses and socket errors."""
+    return summary["non_2xx"] + socket_errors(summary)
