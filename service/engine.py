@@ -83,10 +83,6 @@ class Engine:
     store_watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
-    def running(self) -> bool:
-        return self.batcher.running
-
-    @property
     def queue_depth(self) -> int:
         return self.batcher.queue_depth + self.line_batcher.queue_depth
 

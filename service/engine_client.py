@@ -58,6 +58,8 @@ class EngineClient:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._call_ids = itertools.count()
         self._catalog: Catalog | None = None
+        # The catalog's served models, made once per catalog: like a local registry's swap, one snapshot object.
+        self.models = ModelSet()
         self._connected = asyncio.Event()
         self._upstream = 0
         self.queue_depth = 0
@@ -71,11 +73,6 @@ class EngineClient:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             raise InferenceProcessDownError()
-        return self._catalog
-
-    @property
-    def latest_catalog(self) -> Catalog | None:
-        """The last catalog received on the current connection; None while disconnected."""
         return self._catalog
 
     async def start(self, timeout_s: float) -> None:
@@ -138,6 +135,7 @@ class EngineClient:
     def _dispatch(self, message: Message) -> None:
         if isinstance(message, Catalog):
             self._catalog = message
+            self.models = ModelSet({name: s.served for name, s in message.statuses.items() if s.served is not None})
             self._connected.set()
         elif isinstance(message, Answer):
             self.queue_depth = message.queue_depth
@@ -154,6 +152,7 @@ class EngineClient:
             self._writer.close()
         self._writer = None
         self._catalog = None
+        self.models = ModelSet()
         self._connected.clear()
         for future in self._calls.values():
             if not future.done():
@@ -201,7 +200,6 @@ class RemoteRegistry:
 
     def __init__(self, client: EngineClient) -> None:
         self._client = client
-        self._snapshot: tuple[Catalog | None, ModelSet] = (None, ModelSet())
 
     @property
     def device(self) -> str:
@@ -209,16 +207,8 @@ class RemoteRegistry:
 
     @property
     def models(self) -> ModelSet:
-        """The served models as of the latest catalog (one :class:`ModelSet` per catalog, like a local swap)."""
-        catalog = self._client.latest_catalog
-        if catalog is None:
-            return ModelSet()
-        cached, models = self._snapshot
-        if cached is not catalog:
-            served = {name: s.served for name, s in catalog.statuses.items() if s.served is not None}
-            models = ModelSet(served)
-            self._snapshot = (catalog, models)
-        return models
+        """The served models as of the latest catalog (none while disconnected)."""
+        return self._client.models
 
     @property
     def statuses(self) -> Mapping[str, ModelStatus]:
