@@ -145,7 +145,9 @@ async def _serve_until_signalled(socket_path: Path) -> None:
     parent = os.getppid()
 
     async def stop_with_parent() -> None:
-        # A supervisor killed outright cannot stop this process: it stops itself instead of serving nobody.
+        # A supervisor killed outright cannot stop this process: it stops itself instead of serving nobody. Not
+        # prctl(PR_SET_PDEATHSIG) as for the front ends: a restarted inference process is started by the
+        # supervisor's watcher thread, whose exit would kill it, and this way the queue is still answered.
         while os.getppid() == parent:
             await asyncio.sleep(_PARENT_POLL_S)
         logger.error("the supervising process has gone; stopping")
