@@ -29,6 +29,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from service.config import Settings, get_settings
+from service.http_protocol import OneWriteH11Protocol
 from service.logs import log_config
 
 logger = logging.getLogger("service")
@@ -108,7 +109,7 @@ def _run_uvicorn(app_factory: str, settings: Settings, *, in_workers: bool) -> N
         access_log=settings.access_log,
         limit_concurrency=settings.limit_concurrency,
         backlog=settings.backlog,
-        http=settings.http_implementation,
+        http=OneWriteH11Protocol if settings.http_implementation == "h11" else settings.http_implementation,
         # The stock asyncio loop: uvloop is not a dependency, and this pins what was measured.
         loop="asyncio",
         lifespan="on",
