@@ -1,9 +1,9 @@
 """The line reader's output contract: CTC frames over a blank and the ten digits, and their greedy decoding.
 
-The reader emits, for each 4-column frame of the strip, logits over ``CTC_CLASSES`` (index 0 the CTC blank, index
-``d + 1`` the digit ``d``). Greedy (best-path) decoding takes each frame's most likely class, merges repeats and
-drops blanks (Graves et al. 2006). The trainer scores validation lines and the service answers requests with this
-same function, so the two cannot disagree about what a model read.
+The reader emits, for each frame of the strip (its manifest's ``frame_pixels`` columns), logits over
+``CTC_CLASSES`` (index 0 the CTC blank, index ``d + 1`` the digit ``d``). Greedy (best-path) decoding takes each
+frame's most likely class, merges repeats and drops blanks (Graves et al. 2006). The trainer scores validation lines
+and the service answers requests with this same function, so the two cannot disagree about what a model read.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ LINE_INPUT_SPEC = TensorSpec(
 LINE_OUTPUT_SPEC = TensorSpec(
     name="output__0",
     dims=[-1, NUM_CLASSES + 1],
-    description="per 4-column frame, CTC logits: index 0 the blank, index d + 1 the digit d",
+    description="per frame of frame_pixels columns (manifest), CTC logits: index 0 the blank, index d + 1 the digit d",
 )
 # The digit check's classes, in the order of its logits: is a 28x28 input one handwritten digit at all?
 CHECK_CLASSES = ("one digit", "several digits", "not a digit")
@@ -139,6 +139,8 @@ class ModelCard(BaseModel):
     # Digit check only: an image passes as one digit when its calibrated probability of "one digit" reaches this
     # (chosen on the validation split, see training.check).
     pass_threshold: float | None = Field(default=None, gt=0, lt=1)
+    # Line readers only: input columns per output frame (versions published before the field existed used 4).
+    frame_pixels: int = Field(default=4, gt=0)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     data_checksums: dict[str, str] = Field(default_factory=dict)

@@ -38,7 +38,8 @@ LINE_HEIGHT_PIXELS = 32
 INK_HEIGHT_PIXELS = 28
 # Horizontal margin, so the first and last digits have context frames on both sides.
 SIDE_MARGIN_PIXELS = 4
-# The reader emits one frame per 4 columns; a strip is padded to a multiple of this and to at least 4 frames.
+# A strip's width is a multiple of this, so that it divides into whole frames of every reader (2 or 4 columns a
+# frame), and at least 4 such units wide.
 FRAME_PIXELS = 4
 MIN_WIDTH_PIXELS = 4 * FRAME_PIXELS
 # A 12-digit line of touching digits is about 12 x 22 = 264 columns at this height; twice that bounds the cost.

@@ -21,7 +21,7 @@ from contract import CHECK_CLASSES
 from contract.ctc import DecodedLine
 from contract.ctc import greedy_decode as decode_line
 from imaging.digit import grey_png
-from imaging.lines import FRAME_PIXELS, InkArray, NormalisedLine, digit_image, ink_box
+from imaging.lines import InkArray, NormalisedLine, digit_image, ink_box
 from service.registry import ModelSet
 from service.telemetry import Telemetry
 
@@ -65,18 +65,19 @@ class LineReading:
     digit_likeness: float | None = None
 
 
-def digit_columns(decoded: DecodedLine, width: int) -> list[tuple[int, int]]:
+def digit_columns(decoded: DecodedLine, width: int, frame_pixels: int) -> list[tuple[int, int]]:
     """Each read digit's strip columns: split midway between neighbouring peaks, the ends at the strip's edges."""
-    peaks = [(digit.peak_frame + 0.5) * FRAME_PIXELS for digit in decoded.digits]
+    peaks = [(digit.peak_frame + 0.5) * frame_pixels for digit in decoded.digits]
     if not peaks:
         return []
     cuts = [0, *(round((left + right) / 2) for left, right in zip(peaks, peaks[1:], strict=False)), width]
     return list(zip(cuts, cuts[1:], strict=False))
 
 
-def _place_digits(decoded: DecodedLine, line: NormalisedLine, with_pngs: bool) -> list[ReadDigit]:
+def _place_digits(decoded: DecodedLine, line: NormalisedLine, frame_pixels: int, with_pngs: bool) -> list[ReadDigit]:
     digits = []
-    for digit, (first, end) in zip(decoded.digits, digit_columns(decoded, line.pixels.shape[1]), strict=True):
+    columns = digit_columns(decoded, line.pixels.shape[1], frame_pixels)
+    for digit, (first, end) in zip(decoded.digits, columns, strict=True):
         digits.append(
             ReadDigit(
                 label=digit.label,
@@ -117,19 +118,20 @@ class LineBatchReader:
         for row, request in enumerate(group):
             batch[row, 0, :, : widths[row]] = request.line.pixels
         started = time.perf_counter()
-        logits = loaded(torch.from_numpy(batch).to(self.device)).float().cpu()  # (N, W/4, 11)
+        logits = loaded(torch.from_numpy(batch).to(self.device)).float().cpu()  # (N, W / frame_pixels, 11)
         if self._telemetry is not None:
             self._telemetry.inference_seconds.labels(loaded.name).observe(time.perf_counter() - started)
         log_probs = F.log_softmax(logits / loaded.manifest.temperature, dim=2)
+        frame_pixels = loaded.manifest.frame_pixels
         likeness = self._digit_likeness(group)
         readings = []
         for row, request in enumerate(group):
-            decoded = decode_line(log_probs[row, : widths[row] // FRAME_PIXELS])
+            decoded = decode_line(log_probs[row, : widths[row] // frame_pixels])
             readings.append(
                 LineReading(
                     text=decoded.text,
                     confidence=decoded.confidence,
-                    digits=_place_digits(decoded, request.line, request.with_digit_pngs),
+                    digits=_place_digits(decoded, request.line, frame_pixels, request.with_digit_pngs),
                     reader=loaded.name,
                     version=loaded.version,
                     batch_size=batch_size,

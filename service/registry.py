@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from contract import CHECK_CLASSES, IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelKind, ModelStore, StoreError
+from contract import CHECK_CLASSES, IMAGE_SIZE, LINE_HEIGHT, NUM_CLASSES, Manifest, ModelStore, StoreError
 from contract.torchscript import ScriptModule, load_torchscript, optimize_for_inference
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,8 @@ _PROBE_SEED = 0
 # The optimised graph must reproduce the stored model's logits; fusing batch norm into convolutions changes
 # rounding only, far below this.
 _OPTIMIZED_ATOL = 1e-3
-# The line reader's probe: a strip of 16 frames (64 columns), about three digits.
+# The line reader's probe: a strip of 64 columns, about three digits.
 _PROBE_LINE_WIDTH = 64
-_LINE_FRAME_PIXELS = 4
 
 
 class ModelLoadError(Exception):
@@ -135,17 +134,17 @@ def _probe_batch(batch_size: int, device: torch.device, manifest: Manifest) -> t
     return torch.rand(shape, generator=generator).to(device)
 
 
-def _expected_output(batch: torch.Tensor, kind: ModelKind) -> tuple[int, ...]:
-    if kind == "digit_check":
+def _expected_output(batch: torch.Tensor, manifest: Manifest) -> tuple[int, ...]:
+    if manifest.kind == "digit_check":
         return (batch.shape[0], len(CHECK_CLASSES))
-    if batch.shape[2] == IMAGE_SIZE and batch.shape[3] == IMAGE_SIZE:
+    if manifest.kind == "digit_classifier":
         return (batch.shape[0], NUM_CLASSES)
-    return (batch.shape[0], batch.shape[3] // _LINE_FRAME_PIXELS, NUM_CLASSES + 1)
+    return (batch.shape[0], batch.shape[3] // manifest.frame_pixels, NUM_CLASSES + 1)
 
 
-def _checked_logits(module: ScriptModule, batch: torch.Tensor, kind: ModelKind) -> torch.Tensor:
+def _checked_logits(module: ScriptModule, batch: torch.Tensor, manifest: Manifest) -> torch.Tensor:
     logits = module(batch)
-    expected = _expected_output(batch, kind)
+    expected = _expected_output(batch, manifest)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ModelLoadError(f"output is {shape}, expected {expected} logits")
@@ -154,7 +153,7 @@ def _checked_logits(module: ScriptModule, batch: torch.Tensor, kind: ModelKind) 
     return logits
 
 
-def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, kind: ModelKind) -> ScriptModule:
+def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, manifest: Manifest) -> ScriptModule:
     """The frozen, inference-optimised graph if it reproduces ``module`` on ``probe``, else ``module`` itself.
 
     Freezing folds batch norm into the convolutions and drops dropout: about 30 % less CPU per image for the
@@ -162,7 +161,7 @@ def _optimized(module: ScriptModule, name: str, probe: torch.Tensor, kind: Model
     """
     try:
         optimized = optimize_for_inference(module)
-        if torch.allclose(_checked_logits(optimized, probe, kind), module(probe), atol=_OPTIMIZED_ATOL):
+        if torch.allclose(_checked_logits(optimized, probe, manifest), module(probe), atol=_OPTIMIZED_ATOL):
             return optimized
         logger.warning("%s: the optimised graph changes the outputs; serving the graph as stored", name)
     except Exception:
@@ -194,9 +193,9 @@ def load_model(
             raise ModelLoadError(f"{label}: model.pt is not a loadable TorchScript module") from None
         try:
             manifest = verified.manifest
-            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest), manifest.kind)
+            module = _optimized(module, label, _probe_batch(max(warmup_batch_sizes), device, manifest), manifest)
             for batch_size in warmup_batch_sizes:
-                _checked_logits(module, _probe_batch(batch_size, device, manifest), manifest.kind)
+                _checked_logits(module, _probe_batch(batch_size, device, manifest), manifest)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from None
         except Exception:

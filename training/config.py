@@ -134,6 +134,9 @@ class ReaderConfig:
     seed: int = 0
     # Class-balanced cap on the training digits (None: all 55,000).
     limit: int | None = None
+    # Input columns per output frame (see training.models.LineReader): 2 gives a "1" squeezed between overlapping
+    # neighbours frames of its own. The weights do not depend on it, so a run can start from a reader of either.
+    frame_pixels: int = 2
     # "name:version" of a published reader whose weights start this run (None: random initialisation), so a run
     # can continue where a shorter one stopped.
     init_from: str | None = None

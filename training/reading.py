@@ -26,7 +26,7 @@ from torch import nn
 from contract import LINE_READER, Manifest, ModelStore
 from contract.ctc import DecodedLine, encode_targets, greedy_decode
 from contract.torchscript import load_torchscript
-from imaging.lines import FRAME_PIXELS, normalise_ink
+from imaging.lines import normalise_ink
 from training.config import ReaderConfig
 from training.data import Subset, data_checksums, load_mnist, stratified_split
 from training.export import git_commit, publish_model
@@ -87,13 +87,14 @@ class LineSource:
         return [self.line(rng) for _ in range(count)]
 
 
-def batch_strips(strips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-padded ``(N, 1, 32, W_max)`` input and each strip's frame count ``(N,)``."""
+def batch_strips(strips: Sequence[np.ndarray], frame_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded ``(N, 1, 32, W_max)`` input and each strip's frame count ``(N,)`` at ``frame_pixels`` columns a
+    frame."""
     width = max(strip.shape[1] for strip in strips)
     batch = torch.zeros(len(strips), 1, strips[0].shape[0], width)
     for row, strip in enumerate(strips):
         batch[row, 0, :, : strip.shape[1]] = torch.from_numpy(strip)
-    frames = torch.tensor([strip.shape[1] // FRAME_PIXELS for strip in strips])
+    frames = torch.tensor([strip.shape[1] // frame_pixels for strip in strips])
     return batch, frames
 
 
@@ -123,7 +124,7 @@ def ctc_loss(logits: torch.Tensor, frames: torch.Tensor, texts: Sequence[str]) -
     return F.ctc_loss(log_probs, targets, frames, lengths, blank=0, reduction="mean", zero_infinity=True)
 
 
-def read_logits(net: nn.Module, strips: Sequence[np.ndarray]) -> list[torch.Tensor]:
+def read_logits(net: LineReader, strips: Sequence[np.ndarray]) -> list[torch.Tensor]:
     """Each strip's ``(T_i, 11)`` logits, the strips batched by width."""
     net.eval()
     order = sorted(range(len(strips)), key=lambda i: strips[i].shape[1])
@@ -131,7 +132,7 @@ def read_logits(net: nn.Module, strips: Sequence[np.ndarray]) -> list[torch.Tens
     with torch.inference_mode():
         for start in range(0, len(order), _EVAL_BATCH_LINES):
             chunk = order[start : start + _EVAL_BATCH_LINES]
-            batch, frames = batch_strips([strips[i] for i in chunk])
+            batch, frames = batch_strips([strips[i] for i in chunk], net.frame_pixels)
             logits = net(batch)
             for row, index in enumerate(chunk):
                 results[index] = logits[row, : int(frames[row])].clone()
@@ -188,7 +189,7 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     return total / max(len(conf), 1)
 
 
-def evaluate_lines(net: nn.Module, lines: Sequence[Line], temperature: float) -> dict[str, Any]:
+def evaluate_lines(net: LineReader, lines: Sequence[Line], temperature: float) -> dict[str, Any]:
     logits = read_logits(net, [line.pixels for line in lines])
     decoded = decode_all(logits, temperature)
     predicted = [line.text for line in decoded]
@@ -209,13 +210,13 @@ def train_reader(
     validation: Sequence[Line],
     config: ReaderConfig,
     initial_state: Mapping[str, torch.Tensor] | None = None,
-) -> tuple[nn.Module, list[dict[str, float]], float]:
+) -> tuple[LineReader, list[dict[str, float]], float]:
     """Train for ``config.steps`` batches (from ``initial_state`` when given); keep the weights with the best
     validation exact match."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = LineReader()
+    net = LineReader(config.frame_pixels)
     if initial_state is not None:
         net.load_state_dict(initial_state)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -228,7 +229,7 @@ def train_reader(
     for step in range(1, config.steps + 1):
         net.train()
         lines = next(batches)
-        batch, frames = batch_strips([line.pixels for line in lines])
+        batch, frames = batch_strips([line.pixels for line in lines], net.frame_pixels)
         loss = ctc_loss(net(_augment(batch, generator)), frames, [line.text for line in lines])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -316,7 +317,7 @@ def published_state(store: ModelStore, reference: str, seed: int) -> dict[str, t
 
 def publish_reader(
     store: ModelStore,
-    net: nn.Module,
+    net: LineReader,
     check_lines: Sequence[Line],
     temperature: float,
     metrics: dict[str, Any],
@@ -324,12 +325,12 @@ def publish_reader(
     data_dir: Path,
 ) -> Manifest:
     """Export with the parity check on a padded batch of test lines and publish as the next ``reader`` version."""
-    check_batch, _ = batch_strips([line.pixels for line in check_lines[:64]])
+    check_batch, _ = batch_strips([line.pixels for line in check_lines[:64]], net.frame_pixels)
     return publish_model(
         store, READER_NAME, net, check_batch,
         temperature=temperature, ensemble_weight=0.0, metrics=metrics, training_config=config.to_dict(),
         data_checksums=data_checksums(data_dir), commit=git_commit(Path(__file__).resolve().parent.parent),
-        extra_files={}, signature=LINE_READER,
+        extra_files={}, signature=LINE_READER, frame_pixels=net.frame_pixels,
     )  # fmt: skip
 
 

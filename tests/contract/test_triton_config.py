@@ -39,8 +39,8 @@ def parsed_config(name: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def concrete(dims: list[int], frames: int = _LINE_WIDTH // 4) -> list[int]:
-    """``dims`` with a variable input width as 64 columns, or a variable output length as its 16 frames."""
+def concrete(dims: list[int], frames: int = 0) -> list[int]:
+    """``dims`` with a variable input width as 64 columns, or a variable output length as ``frames``."""
     return [dim if dim > 0 else (_LINE_WIDTH if index == len(dims) - 1 else frames) for index, dim in enumerate(dims)]
 
 
@@ -95,11 +95,12 @@ def test_tensor_names_follow_the_pytorch_backend_rule_for_the_scripted_forward(n
 def test_model_file_has_the_configured_shapes_at_batch_1_and_max_batch_size(name: str) -> None:
     config = parsed_config(name)
     module = scripted(name)
+    frames = _LINE_WIDTH // COMMITTED.read_manifest(name, COMMITTED.resolve(name)).frame_pixels
 
     for batch in (1, config.max_batch_size):
         with torch.inference_mode():
             logits = module(torch.rand((batch, *concrete(list(config.input[0].dims)))))
-        assert list(logits.shape) == [batch, *concrete(list(config.output[0].dims))]
+        assert list(logits.shape) == [batch, *concrete(list(config.output[0].dims), frames)]
         assert logits.dtype == torch.float32
 
 

@@ -23,16 +23,24 @@ from training.reading import (
 )
 
 
-def test_strips_are_padded_to_the_widest_with_their_frame_counts() -> None:
-    batch, frames = batch_strips([np.ones((32, 16), np.float32), np.ones((32, 40), np.float32)])
+@pytest.mark.parametrize(("frame_pixels", "counts"), [(4, [4, 10]), (2, [8, 20])])
+def test_strips_are_padded_to_the_widest_with_their_frame_counts(frame_pixels: int, counts: list[int]) -> None:
+    batch, frames = batch_strips([np.ones((32, 16), np.float32), np.ones((32, 40), np.float32)], frame_pixels)
     assert batch.shape == (2, 1, 32, 40)
-    assert frames.tolist() == [4, 10]
+    assert frames.tolist() == counts
     assert float(batch[0, 0, :, 16:].abs().sum()) == 0.0
 
 
-def test_line_reader_emits_one_frame_per_four_columns() -> None:
-    logits = LineReader().eval()(torch.zeros(3, 1, 32, 64))
-    assert logits.shape == (3, 16, CTC_CLASSES)
+@pytest.mark.parametrize("frame_pixels", [2, 4])
+def test_line_reader_emits_one_frame_per_frame_pixels_columns(frame_pixels: int) -> None:
+    logits = LineReader(frame_pixels).eval()(torch.zeros(3, 1, 32, 64))
+    assert logits.shape == (3, 64 // frame_pixels, CTC_CLASSES)
+
+
+def test_the_frame_width_changes_no_weight() -> None:
+    # So a run at 2 columns a frame can start from a reader trained at 4.
+    wide, narrow = LineReader(4).state_dict(), LineReader(2).state_dict()
+    assert {key: value.shape for key, value in wide.items()} == {key: value.shape for key, value in narrow.items()}
 
 
 def test_ctc_loss_falls_when_the_frames_spell_the_text() -> None:
@@ -76,20 +84,21 @@ def test_an_overconfident_reader_gets_a_temperature_above_one() -> None:
 
 def test_a_run_can_start_from_a_published_readers_weights(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
-    net = LineReader().eval()
+    net = LineReader(2).eval()
     strips = torch.rand(2, 1, 32, 64)
     publish_model(
         store, "reader", net, strips,
         temperature=1.0, ensemble_weight=0.0, metrics={}, training_config={"seed": 3}, data_checksums={},
-        commit=None, extra_files={}, signature=LINE_READER,
+        commit=None, extra_files={}, signature=LINE_READER, frame_pixels=2,
     )  # fmt: skip
 
-    restored = LineReader().eval()
+    restored = LineReader(2).eval()
     restored.load_state_dict(published_state(store, "reader:1", seed=3))
 
     with torch.inference_mode():
         assert torch.equal(restored(strips), net(strips))
     assert store.read_manifest("reader", 1).kind == "line_reader"
+    assert store.read_manifest("reader", 1).frame_pixels == 2
     with pytest.raises(ValueError, match="name:version"):
         published_state(store, "reader", seed=3)
     # Another seed holds out other digits, some of which these weights trained on.
