@@ -31,6 +31,7 @@ def test_dry_run_trains_and_publishes_all_models(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert ModelStore(store).model_names() == ["cnn", "lenet5", "mlp", "reader"]
     assert ModelStore(store).read_manifest("reader", 1).kind == "line_reader"
+    assert ModelStore(store).read_manifest("reader", 1).frame_pixels == 2
     assert ModelStore(store).read_manifest("cnn", 1).kind == "digit_classifier"
     summary = json.loads(summary_file.read_text())
     assert set(summary["models"]) == {"mlp", "lenet5", "cnn"}
