@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from contract import MANIFEST_FILE, MODEL_FILE, ModelStore
+from contract import LINE_READER, MANIFEST_FILE, MODEL_FILE, ModelCard, ModelStore
+from contract.torchscript import to_torchscript
 from service.registry import ModelChange, ModelLoadError, ModelRegistry, load_model
 from tests.support.stand_ins import (
     FIXED_LOGITS,
@@ -20,6 +21,7 @@ from tests.support.stand_ins import (
     publish_check,
     stand_in_card,
 )
+from training.models import LineReader
 
 CPU = torch.device("cpu")
 
@@ -268,3 +270,26 @@ def test_digit_check_with_the_wrong_output_width_is_refused(store: ModelStore) -
     assert registry.statuses["check"].problems == (
         "check v1: warm-up failed: output is (1, 10), expected (1, 3) logits",
     )
+
+
+@pytest.mark.parametrize(("frames_stated", "served"), [(2, True), (4, False)])
+def test_a_line_reader_is_served_only_at_the_frame_width_its_manifest_states(
+    store: ModelStore, frames_stated: int, served: bool
+) -> None:
+    card = ModelCard(
+        torch_version=torch.__version__,
+        parameters=0,
+        kind="line_reader",
+        input=LINE_READER.input,
+        output=LINE_READER.output,
+        frame_pixels=frames_stated,
+    )
+    store.publish("reader", to_torchscript(LineReader(frame_pixels=2)), card)
+
+    registry = make_registry(store)
+
+    assert ("reader" in registry.models) is served
+    if not served:
+        assert registry.statuses["reader"].problems == (
+            "reader v1: warm-up failed: output is (1, 32, 11), expected (1, 16, 11) logits",
+        )
