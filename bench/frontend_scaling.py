@@ -1,8 +1,9 @@
 """How the service scales with HTTP front-end processes, and what each request costs each process, in one run.
 
 Every configuration is a real ``python -m service`` on loopback, driven by ``wrk`` as in ``bench.run_bench`` (the
-28x28 MNIST digit and the 280x280 canvas to ``/predict``, at 1 and 64 clients). Beside throughput and latency, each
-cell records the CPU time (from /proc) that the front ends (with their preprocessing workers), the inference
+28x28 MNIST digit and the 280x280 canvas to ``/predict``, at 1 and 64 clients; ``--concurrencies 256`` is the
+overload run, where clients resend every 503 at once). Beside throughput (all answers, and 2xx answers) and latency,
+each cell records the CPU time (from /proc) that the front ends (with their preprocessing workers), the inference
 process and the load generator spent, per request. From those costs it predicts the throughput of a host with
 more cores: front ends on every core but the one the inference process needs, capped by that process's own cost
 per request. Rounds are interleaved so slow spells of a noisy machine hit every configuration alike; each cell is
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.run_bench import RESULTS_DIR, WARMUP_S, Result, bench_images, median_result, wrk_result
-from bench.wrk import multipart, run_wrk
+from bench.wrk import failures, multipart, run_wrk
 from harness.processes import cpu_seconds, descendants
 from harness.server import RunningServer, start_server
 
@@ -47,8 +48,10 @@ _ENGINE_READY = re.compile(r"inference process (\d+) ready")
 
 @dataclass(frozen=True)
 class Cell(Result):
-    """A benchmark cell and the CPU time per request of each group of processes."""
+    """A benchmark cell: the answers that were 2xx per second, and the CPU time per request of each group of
+    processes."""
 
+    ok_per_s: float
     front_end_cpu_ms: float
     inference_cpu_ms: float
     load_generator_cpu_ms: float
@@ -82,6 +85,7 @@ def measure(config: str, server: RunningServer, image: str, body: Path, concurre
     engine_s = engine_after - engine_before
     return Cell(
         **asdict(wrk_result(config, image, concurrency, raw)),
+        ok_per_s=(raw["requests"] - failures(raw)) / (raw["duration_us"] / 1e6),
         front_end_cpu_ms=(total_after - total_before - engine_s) / requests * 1e3,
         inference_cpu_ms=engine_s / requests * 1e3,
         load_generator_cpu_ms=wrk_s / requests * 1e3,
@@ -89,8 +93,8 @@ def measure(config: str, server: RunningServer, image: str, body: Path, concurre
 
 
 def median_cell(rounds: list[Cell]) -> Cell:
-    """:func:`bench.run_bench.median_result`, and the median CPU time of each group of processes."""
-    cpu_fields = ("front_end_cpu_ms", "inference_cpu_ms", "load_generator_cpu_ms")
+    """:func:`bench.run_bench.median_result`, and the median 2xx rate and CPU time of each group of processes."""
+    cpu_fields = ("ok_per_s", "front_end_cpu_ms", "inference_cpu_ms", "load_generator_cpu_ms")
     return Cell(
         **asdict(median_result(list(rounds))),
         **{name: statistics.median(getattr(cell, name) for cell in rounds) for name in cpu_fields},
@@ -111,6 +115,8 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=5, help="measured seconds per cell (after warm-up)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--images", nargs="+", help="uploads to send (default: both)")
+    parser.add_argument("--concurrencies", nargs="+", type=int, default=list(CONCURRENCIES))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "frontend_scaling.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -118,6 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         bodies = {}
         for index, (image, data) in enumerate(bench_images().items()):
+            if args.images and image not in args.images:
+                continue
             bodies[image] = Path(tmp) / f"{index}.body"
             bodies[image].write_bytes(multipart(data))
         servers: dict[str, RunningServer] = {}
@@ -127,7 +135,7 @@ def main() -> None:
         for round_index in range(args.rounds):
             for config, server in servers.items():
                 for image, body in bodies.items():
-                    for concurrency in CONCURRENCIES:
+                    for concurrency in args.concurrencies:
                         cell = measure(config, server, image, body, concurrency, args.duration_s)
                         rounds.setdefault((config, image, concurrency), []).append(cell)
                         logger.info("round %d: %s", round_index + 1, cell)
@@ -135,7 +143,7 @@ def main() -> None:
     predictions = [
         {"config": c.config, "image": c.image, "cores": PREDICT_CORES, **predicted_requests_per_s(c, PREDICT_CORES)}
         for c in cells
-        if c.concurrency == max(CONCURRENCIES) and c.inference_cpu_ms > 0
+        if c.concurrency == 64 and c.inference_cpu_ms > 0
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

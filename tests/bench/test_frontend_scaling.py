@@ -12,13 +12,13 @@ from harness.server import running_server
 from tests.support.uploads import draw_seven, png_bytes, upload
 
 
-def _cell(rps: float, front_end_ms: float, inference_ms: float, errors: int = 0) -> Cell:
-    return Cell("2 front ends", "digit", 64, rps, 10.0, 12.0, errors, front_end_ms, inference_ms, 0.3)
+def _cell(rps: float, front_end_ms: float, inference_ms: float, errors: int = 0, ok_per_s: float = 0.0) -> Cell:
+    return Cell("2 front ends", "digit", 64, rps, 10.0, 12.0, errors, ok_per_s, front_end_ms, inference_ms, 0.3)
 
 
 def test_a_cell_is_the_median_of_each_measure_and_the_sum_of_the_errors() -> None:
-    rounds = [_cell(300, 1.0, 0.2, 1), _cell(100, 3.0, 0.1), _cell(200, 2.0, 0.3, 2)]
-    assert median_cell(rounds) == _cell(200, 2.0, 0.2, 3)
+    rounds = [_cell(300, 1.0, 0.2, 1, 290), _cell(100, 3.0, 0.1, 0, 100), _cell(200, 2.0, 0.3, 2, 150)]
+    assert median_cell(rounds) == _cell(200, 2.0, 0.2, 3, 150)
 
 
 def test_the_prediction_is_capped_by_the_inference_process() -> None:
