@@ -79,11 +79,12 @@ async def detect(
 ) -> DetectResponse:
     """Find and read every handwritten number in an image (a camera frame or a photo of a page)."""
     started = time.perf_counter()
+    # The bounds first, so that while the inference process restarts (and no model is listed) the answer says so.
+    state.preprocess_pool.check_intake()
+    state.line_batcher.check_intake()
     snapshot = state.registry.models
     reader = select_reader(snapshot)
     await _check_frame(state, stream, frame, admit=True)
-    state.preprocess_pool.check_intake()
-    state.line_batcher.check_intake()
     upload = await read_and_prepare(request, state, prepare_page, started_s=started, with_png=debug)
     await _check_frame(state, stream, frame, admit=False)
     page = upload.value

@@ -108,12 +108,13 @@ async def predict(
     # One dependency, not one per collaborator: FastAPI's per-request dependency solving costs about
     # 60 us per alias, a few per cent of this route's whole budget.
     started = time.perf_counter()
+    # Every bound is asked before the upload is read: under overload, refusing costs no body bytes. First, so that
+    # while the inference process restarts (and no model is listed) the answer says so.
+    state.preprocess_pool.check_intake()
+    state.batcher.check_intake()
     # One snapshot for the whole request: a hot reload meanwhile cannot change or mix its versions.
     snapshot = state.registry.models
     selected = select_models(snapshot, models)
-    # Every bound is asked before the upload is read: under overload, refusing costs no body bytes.
-    state.preprocess_pool.check_intake()
-    state.batcher.check_intake()
     upload = await read_and_prepare(request, state, prepare_digit, started_s=started, with_png=debug)
     digit = upload.value
     prediction = await state.batcher.submit(

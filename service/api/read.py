@@ -82,10 +82,11 @@ def _to_response(request_id: str, reading: LineReading, line_png: bytes | None, 
 async def read(request: Request, state: StateDep, debug: LineDebugQuery = False) -> ReadResponse:
     """Read the handwritten number (1 to 12 digits on one line) in an uploaded image."""
     started = time.perf_counter()
-    snapshot = state.registry.models
-    reader = select_reader(snapshot)
+    # The bounds first, so that while the inference process restarts (and no model is listed) the answer says so.
     state.preprocess_pool.check_intake()
     state.line_batcher.check_intake()
+    snapshot = state.registry.models
+    reader = select_reader(snapshot)
     try:
         upload = await read_and_prepare(request, state, prepare_line, started_s=started, with_png=debug)
     except imaging_errors.NoDigitFoundError:

@@ -140,8 +140,8 @@ async def model_version_ready(state: StateDep, model_name: str, model_version: s
 
 async def _infer(request: Request, state: StateDep, model_name: str, model_version: str | None) -> Response:
     # The model is resolved once, from one snapshot, before the body is read: a reload meanwhile changes nothing.
-    model = oip.find_model(state.registry.models, model_name, model_version)
     state.batcher.check_intake()
+    model = oip.find_model(state.registry.models, model_name, model_version)
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise errors.InvalidTensorError("Compressed request bodies are not supported; send the body uncompressed.")
