@@ -143,7 +143,7 @@ def main() -> None:
     predictions = [
         {"config": c.config, "image": c.image, "cores": PREDICT_CORES, **predicted_requests_per_s(c, PREDICT_CORES)}
         for c in cells
-        if c.concurrency == 64 and c.inference_cpu_ms > 0
+        if c.concurrency == max(CONCURRENCIES) and c.inference_cpu_ms > 0
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -40,8 +40,8 @@ INK_HEIGHT_PIXELS = 28
 SIDE_MARGIN_PIXELS = 4
 # A strip's width is a multiple of this, so that it divides into whole frames of every reader (2 or 4 columns a
 # frame), and at least 4 such units wide.
-FRAME_PIXELS = 4
-MIN_WIDTH_PIXELS = 4 * FRAME_PIXELS
+WIDTH_STEP_PIXELS = 4
+MIN_WIDTH_PIXELS = 4 * WIDTH_STEP_PIXELS
 # A 12-digit line of touching digits is about 12 x 22 = 264 columns at this height; twice that bounds the cost.
 MAX_WIDTH_PIXELS = 640
 # Handwritten lines slant up to about 8 degrees; a larger estimate comes from a short or odd line and is ignored.
@@ -179,7 +179,8 @@ def normalise_ink(ink: InkArray, *, deskew: bool = True) -> NormalisedLine:
         # A very long, flat line: fit the width instead and centre the shorter ink vertically.
         scale = (MAX_WIDTH_PIXELS - 2 * SIDE_MARGIN_PIXELS) / max(lx1 - lx0, 1.0)
         ink_width = (lx1 - lx0) * scale
-    width = max(MIN_WIDTH_PIXELS, math.ceil((ink_width + 2 * SIDE_MARGIN_PIXELS) / FRAME_PIXELS) * FRAME_PIXELS)
+    steps = math.ceil((ink_width + 2 * SIDE_MARGIN_PIXELS) / WIDTH_STEP_PIXELS)
+    width = max(MIN_WIDTH_PIXELS, steps * WIDTH_STEP_PIXELS)
     left = (width - ink_width) / 2
     top = (LINE_HEIGHT_PIXELS - (ly1 - ly0) * scale) / 2
     # Strip (u, v) -> levelled frame ((u - left) / scale + lx0, (v - top) / scale + ly0) -> source via R.

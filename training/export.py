@@ -76,7 +76,7 @@ def publish_model(
     extra_files: Mapping[str, bytes],
     signature: Signature = DIGIT_CLASSIFIER,
     pass_threshold: float | None = None,
-    frame_pixels: int | None = None,
+    frame_pixels: int = 4,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
     scripted = to_torchscript(net)
@@ -90,7 +90,7 @@ def publish_model(
         output=signature.output,
         temperature=temperature,
         pass_threshold=pass_threshold,
-        **({} if frame_pixels is None else {"frame_pixels": frame_pixels}),
+        frame_pixels=frame_pixels,
         ensemble_weight=ensemble_weight,
         metrics={**metrics, "export_max_abs_diff": difference},
         training_config=dict(training_config),

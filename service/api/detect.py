@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from imaging.detection import prepare_page
 from service import errors
 from service.api.read import digit_results, select_reader, to_base64
-from service.api.upload_stage import read_and_prepare
+from service.api.upload_stage import read_and_prepare, refuse_when_full
 from service.deps import StateDep
 from service.logs import current_request_id
 from service.reading import LineRequest
@@ -79,9 +79,7 @@ async def detect(
 ) -> DetectResponse:
     """Find and read every handwritten number in an image (a camera frame or a photo of a page)."""
     started = time.perf_counter()
-    # The bounds first, so that while the inference process restarts (and no model is listed) the answer says so.
-    state.preprocess_pool.check_intake()
-    state.line_batcher.check_intake()
+    refuse_when_full(state, state.line_batcher)
     snapshot = state.registry.models
     reader = select_reader(snapshot)
     await _check_frame(state, stream, frame, admit=True)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from imaging.digit import prepare_digit
 from service import errors
-from service.api.upload_stage import read_and_prepare
+from service.api.upload_stage import read_and_prepare, refuse_when_full
 from service.deps import StateDep
 from service.inference import CheckResult, DigitPrediction, DigitRequest
 from service.logs import current_request_id
@@ -108,10 +108,7 @@ async def predict(
     # One dependency, not one per collaborator: FastAPI's per-request dependency solving costs about
     # 60 us per alias, a few per cent of this route's whole budget.
     started = time.perf_counter()
-    # Every bound is asked before the upload is read: under overload, refusing costs no body bytes. First, so that
-    # while the inference process restarts (and no model is listed) the answer says so.
-    state.preprocess_pool.check_intake()
-    state.batcher.check_intake()
+    refuse_when_full(state, state.batcher)
     # One snapshot for the whole request: a hot reload meanwhile cannot change or mix its versions.
     snapshot = state.registry.models
     selected = select_models(snapshot, models)

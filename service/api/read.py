@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from imaging import errors as imaging_errors
 from imaging.lines import prepare_line
 from service import errors
-from service.api.upload_stage import read_and_prepare
+from service.api.upload_stage import read_and_prepare, refuse_when_full
 from service.deps import StateDep
 from service.logs import current_request_id
 from service.reading import LineReading, LineRequest
@@ -82,9 +82,7 @@ def _to_response(request_id: str, reading: LineReading, line_png: bytes | None, 
 async def read(request: Request, state: StateDep, debug: LineDebugQuery = False) -> ReadResponse:
     """Read the handwritten number (1 to 12 digits on one line) in an uploaded image."""
     started = time.perf_counter()
-    # The bounds first, so that while the inference process restarts (and no model is listed) the answer says so.
-    state.preprocess_pool.check_intake()
-    state.line_batcher.check_intake()
+    refuse_when_full(state, state.line_batcher)
     snapshot = state.registry.models
     reader = select_reader(snapshot)
     try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import Request
 
 from imaging.decoding import DecodeLimits
+from service.engine import Batcher
 from service.schemas import Timings
 from service.state import AppState
 from service.uploads import read_upload
@@ -43,6 +44,13 @@ class PreparedUpload(Generic[T]):
         )
 
 
+def refuse_when_full(state: AppState, batcher: Batcher[Any, Any]) -> None:
+    """Ask every bound before the upload is read (under overload, refusing costs no body bytes) and before the
+    models are chosen, so that while the inference process restarts (and no model is listed) the answer says so."""
+    state.preprocess_pool.check_intake()
+    batcher.check_intake()
+
+
 async def read_and_prepare(
     request: Request,
     state: AppState,
@@ -51,8 +59,7 @@ async def read_and_prepare(
     started_s: float,
     with_png: bool,
 ) -> PreparedUpload[T]:
-    """``prepare(upload, limits, with_png=with_png)`` in the pool. The caller has checked every bound first, so
-    that under overload a refusal costs no body bytes."""
+    """``prepare(upload, limits, with_png=with_png)`` in the pool, after :func:`refuse_when_full`."""
     with state.upstream.track(), state.byte_budget.reserve() as reservation:
         data = await read_upload(request, state.settings.max_upload_bytes, reservation)
         read_s = time.perf_counter()

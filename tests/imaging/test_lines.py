@@ -12,9 +12,9 @@ from contract import LINE_HEIGHT
 from imaging.decoding import DecodeLimits
 from imaging.errors import NoDigitFoundError
 from imaging.lines import (
-    FRAME_PIXELS,
     INK_HEIGHT_PIXELS,
     LINE_HEIGHT_PIXELS,
+    WIDTH_STEP_PIXELS,
     digit_image,
     estimate_skew_deg,
     ink_box,
@@ -48,7 +48,7 @@ def test_skew_is_measured_from_the_ink(angle: float) -> None:
 def test_a_slanted_line_comes_out_level_and_28_pixels_high(angle: float) -> None:
     strip = normalise_ink(rotate_ink(_bar_line(), angle)).pixels
     assert strip.shape[0] == LINE_HEIGHT_PIXELS
-    assert strip.shape[1] % FRAME_PIXELS == 0
+    assert strip.shape[1] % WIDTH_STEP_PIXELS == 0
     rows = np.flatnonzero(strip.max(axis=1) > 0.5)
     assert INK_HEIGHT_PIXELS - 3 <= rows[-1] - rows[0] + 1 <= INK_HEIGHT_PIXELS + 1
     # Ten separate blocks survive: deskewing did not smear them together.
