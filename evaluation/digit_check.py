@@ -6,7 +6,7 @@ photos, canvas drawings ... and sent through the service's preprocessing), numbe
 digits, letters and symbols in font families the check never saw, and scribbles from other random draws; the
 negatives are sent as uploads too (scans, phone photos, canvas drawings, :mod:`evaluation.renderings`). For each
 category it reports the share that passes (digits) or is flagged (the rest) at the published threshold, the bars,
-and the trade-off over thresholds; beside it, the same operating point for the served ensemble's confidence, the
+how often a flagged image's reason names its kind, and the trade-off over thresholds; beside it, the same operating point for the served ensemble's confidence, the
 score a client had before. ``python -m evaluation.digit_check`` writes ``reports/digit_check.json`` and
 ``reports/digit_check.png``.
 """
@@ -26,14 +26,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from contract import ModelStore
+from contract import CHECK_CLASSES, ModelStore
 from contract.device import select_device
+from contract.ensemble import calibrated_log_probs
 from evaluation import renderings
 from evaluation.report import save_png
 from evaluation.run import DEFAULT_USPS, combine, load_members, predict_log_probs
 from evaluation.uploads import IMAGES_PER_CATEGORY, build_suite, prepare_uploads
 from service.registry import load_model
-from training.check import ONE_DIGIT, STORE_NAME, choose_threshold, pass_probabilities
+from training.check import ONE_DIGIT, STORE_NAME, choose_threshold
 from training.data import default_data_dir, load_mnist
 from training.negatives import (
     HELD_OUT_FONTS,
@@ -117,6 +118,17 @@ def _rate(scores: torch.Tensor, refused: npt.NDArray[np.bool_], kind: str, thres
     return float(good.double().mean())
 
 
+def right_reason(probabilities: torch.Tensor, category: Category, threshold: float) -> float | None:
+    """Of a negative category's flagged images, the share whose ``reason`` (the likelier of the two other classes)
+    names the category's kind; None for digits."""
+    if category.kind == "one digit":
+        return None
+    flagged = probabilities[:, ONE_DIGIT] < threshold
+    reason = probabilities[:, 1:].argmax(dim=1) + 1
+    right = reason[flagged] == CHECK_CLASSES.index(category.kind)
+    return float(right.double().mean()) if len(right) else 0.0
+
+
 def measure(
     categories: Sequence[Category], scores: Mapping[str, torch.Tensor], threshold: float, bars: bool
 ) -> dict[str, Any]:
@@ -148,11 +160,13 @@ def evaluate_check(
     threshold = check.manifest.pass_threshold or 0.5
     members = load_members(store, {}, select_device("cpu"))
     categories = held_out_categories(data_dir, usps_path, per_category)
-    check_scores, ensemble_scores = {}, {}
+    check_scores, ensemble_scores, reasons = {}, {}, {}
     with torch.inference_mode():
         for category in categories:
             inputs = _inputs(category.images)
-            check_scores[category.name] = pass_probabilities(check(inputs), check.manifest.temperature)
+            probabilities = calibrated_log_probs(check(inputs), check.manifest.temperature).exp()
+            check_scores[category.name] = probabilities[:, ONE_DIGIT]
+            reasons[category.name] = right_reason(probabilities, category, threshold)
             log_probs = [predict_log_probs(member, inputs) for member in members]
             ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
     # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.
@@ -162,6 +176,7 @@ def evaluate_check(
         "check": {"name": check.name, "version": check.version, "threshold": threshold},
         "ensemble": {name: m.manifest.version for name, m in ((m.name, m) for m in members)},
         "categories": measure(categories, check_scores, threshold, bars=True),
+        "right_reason": {name: share for name, share in reasons.items() if share is not None},
         "ensemble_confidence": {
             "threshold": ensemble_threshold,
             "categories": measure(categories, ensemble_scores, ensemble_threshold, bars=False),

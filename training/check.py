@@ -1,10 +1,11 @@
 """The digit check: a small network that tells one handwritten digit from several digits and from anything else.
 
 Outlier exposure (Hendrycks et al. 2019) with synthetic negatives from :mod:`training.negatives`: the network sees
-MNIST training digits (as they are, re-rendered as scans, canvas drawings and phone photos, and printed in the
-training fonts) as "one digit", numbers composed of 2-5 training digits as "several digits", and letters, symbols
-and scribbles as "not a digit", all canonicalised as the service canonicalises uploads and warped like the digit
-models' training batches. Its temperature and pass threshold are chosen on the validation split (MNIST's
+MNIST training digits (as they are, re-rendered in every upload style of
+:data:`training.upload_styles.CHECK_STYLES` and printed in the training fonts) as "one digit", numbers composed of
+2-5 training digits (as they are and as uploads) as "several digits", and letters, symbols and scribbles (some of
+the glyphs as uploads) as "not a digit", all canonicalised as the service canonicalises uploads and warped like
+the digit models' training batches. Its temperature and pass threshold are chosen on the validation split (MNIST's
 held-out 5,000 digits, some re-rendered as uploads, and negatives from other random draws), and the model is
 published into the store as kind ``digit_check``. ``python -m training.check`` trains and publishes.
 """
@@ -42,7 +43,7 @@ from training.negatives import (
     render_scribbles,
 )
 from training.train import predict_logits, to_inputs, train_one_epoch
-from training.upload_styles import STYLES, through_service
+from training.upload_styles import CHECK_STYLES, through_service
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ _TRAIN_COUNTS = {
     "numbers": 20_000,
     "number_uploads": 1_000,
     "glyphs": 12_000,
+    "glyph_uploads": 500,
     "scribbles": 8_000,
 }
 _VALIDATION_COUNTS = {
@@ -66,6 +68,7 @@ _VALIDATION_COUNTS = {
     "numbers": 2_000,
     "number_uploads": 200,
     "glyphs": 1_000,
+    "glyph_uploads": 100,
     "scribbles": 1_000,
 }
 # Seeds of the synthetic draws: validation draws differ from training draws.
@@ -98,12 +101,18 @@ def _as_uploads(
 ) -> list[tuple[np.ndarray, int]]:
     """A different slice of ``images`` per upload style, rendered and prepared as the service prepares uploads."""
     parts = []
-    for offset, renderer in enumerate(STYLES.values()):
+    for offset, renderer in enumerate(CHECK_STYLES.values()):
         prepared, refused = through_service(
             images[offset * per_style : (offset + 1) * per_style], renderer, seed + offset
         )
         parts.append((prepared[~refused], label))
     return parts
+
+
+def _glyph_uploads(per_style: int, seed: int) -> list[tuple[np.ndarray, int]]:
+    """Letters and symbols in the training fonts, sent as uploads: a bold or 1-bit pen is no sign of a digit."""
+    glyphs = render_glyphs(len(CHECK_STYLES) * per_style, TRAIN_FONTS, LETTERS + SYMBOLS, seed)
+    return _as_uploads(list(glyphs.astype(np.float32) / 255.0), per_style, NOT_A_DIGIT, seed)
 
 
 def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) -> CheckData:
@@ -128,7 +137,7 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
             (render_glyphs(count(_TRAIN_COUNTS["font_digits"]), TRAIN_FONTS, "0123456789", seed), ONE_DIGIT),
             (compose_numbers(source, count(_TRAIN_COUNTS["numbers"]), train_seed), SEVERAL_DIGITS),
             *_as_uploads(
-                number_inks(source, len(STYLES) * number_uploads, train_seed),
+                number_inks(source, len(CHECK_STYLES) * number_uploads, train_seed),
                 number_uploads,
                 SEVERAL_DIGITS,
                 train_seed,
@@ -137,6 +146,7 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
                 render_glyphs(count(_TRAIN_COUNTS["glyphs"]), TRAIN_FONTS, LETTERS + SYMBOLS, seed + _TRAIN_DRAW_SEED),
                 NOT_A_DIGIT,
             ),
+            *_glyph_uploads(count(_TRAIN_COUNTS["glyph_uploads"]), seed + _TRAIN_DRAW_SEED + 10),
             (render_scribbles(count(_TRAIN_COUNTS["scribbles"]), seed + _TRAIN_DRAW_SEED), NOT_A_DIGIT),
         ]
     )
@@ -151,7 +161,7 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
             (validation_digits, ONE_DIGIT),
             *_as_uploads(validation_source, count(_VALIDATION_COUNTS["digit_uploads"]), ONE_DIGIT, validation_seed),
             *_as_uploads(
-                number_inks(validation_source, len(STYLES) * number_uploads, validation_seed),
+                number_inks(validation_source, len(CHECK_STYLES) * number_uploads, validation_seed),
                 number_uploads,
                 SEVERAL_DIGITS,
                 validation_seed,
@@ -164,6 +174,7 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
                 render_glyphs(count(_VALIDATION_COUNTS["glyphs"]), TRAIN_FONTS, LETTERS + SYMBOLS, validation_seed),
                 NOT_A_DIGIT,
             ),
+            *_glyph_uploads(count(_VALIDATION_COUNTS["glyph_uploads"]), validation_seed + 10),
             (render_scribbles(count(_VALIDATION_COUNTS["scribbles"]), validation_seed), NOT_A_DIGIT),
         ]
     )

@@ -5,7 +5,10 @@ Three styles of upload, each drawn from a light-on-dark ink image of any size (a
 composed number, a glyph): ``scan`` (dark ink on white paper, 256x256 PNG), ``canvas`` (a browser canvas export:
 black strokes on transparent pixels, 280x280 RGBA PNG) and ``photo`` (paper under uneven light with sensor noise,
 as a 320x240 JPEG). The ink is placed at a random size and position, so every upload exercises the crop, the
-box and the centring. :func:`through_service` returns what the models would see, as uint8 28x28 images.
+box and the centring. :data:`CHECK_STYLES` adds three that change the strokes themselves, for the digit check:
+``bilevel`` (a 1-bit scan), ``bold canvas`` (a thick pen on the canvas) and ``thumbnail`` (the ink filling a
+16x16 grey scan edge to edge, as postal-code digits are stored). :func:`through_service` returns what the models
+would see, as uint8 28x28 images.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from contract import IMAGE_SIZE
 from imaging.decoding import DecodeLimits
@@ -65,6 +68,43 @@ def render_canvas(ink: _Ink, rng: np.random.Generator) -> bytes:
     return _encode(Image.fromarray(rgba), "PNG")
 
 
+def render_bilevel(ink: _Ink, rng: np.random.Generator) -> bytes:
+    """A 1-bit scan (PNG): ink cut at a random level, every pixel black or white."""
+    coverage = _place(ink, (256, 256), rng)
+    black = coverage > rng.uniform(0.3, 0.6)
+    return _encode(
+        Image.fromarray(np.where(black, 0, 255).astype(np.uint8)).convert("1", dither=Image.Dither.NONE), "PNG"
+    )
+
+
+def render_bold_canvas(ink: _Ink, rng: np.random.Generator) -> bytes:
+    """A thick pen on the drawing canvas: the strokes grown by 2-6 pixels before export."""
+    coverage = Image.fromarray(_place(ink, (280, 280), rng))
+    for _ in range(int(rng.integers(1, 4))):
+        coverage = coverage.filter(ImageFilter.MaxFilter(5))
+    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+    rgba[..., 3] = (np.clip(np.asarray(coverage), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return _encode(Image.fromarray(rgba), "PNG")
+
+
+def render_thumbnail(ink: _Ink, rng: np.random.Generator) -> bytes:
+    """The ink filling a 16x16 grey scan edge to edge (longer side 16 pixels), dark on light (PNG): coarse, bold
+    strokes."""
+    rows, columns = np.nonzero(ink > 0.05)
+    if len(rows):
+        ink = ink[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    side = 16
+    scale = side / max(ink.shape)
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    glyph = np.clip(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BOX)), 0.0, 1.0)
+    coverage = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    coverage[top : top + size[1], left : left + size[0]] = glyph
+    paper = rng.uniform(200, 255)
+    pixels = paper - coverage * (paper - rng.uniform(0, 60))
+    return _encode(Image.fromarray(pixels.round().astype(np.uint8)), "PNG")
+
+
 def render_photo(ink: _Ink, rng: np.random.Generator) -> bytes:
     """Paper lit from one side, vignetted, with sensor noise, as a phone JPEG."""
     width, height = 320, 240
@@ -78,6 +118,12 @@ def render_photo(ink: _Ink, rng: np.random.Generator) -> bytes:
 
 
 STYLES: dict[str, Renderer] = {"scan": render_scan, "canvas": render_canvas, "photo": render_photo}
+CHECK_STYLES: dict[str, Renderer] = {
+    **STYLES,
+    "bilevel": render_bilevel,
+    "bold canvas": render_bold_canvas,
+    "thumbnail": render_thumbnail,
+}
 
 
 def through_service(

@@ -16,6 +16,7 @@ from evaluation.digit_check import (
     Category,
     main,
     measure,
+    right_reason,
 )
 from tests.support.stand_ins import CHECK_THRESHOLD, MODEL_NAMES, publish, publish_check
 
@@ -47,6 +48,16 @@ def test_rates_count_refused_uploads_as_never_passing() -> None:
     assert (rows["letters"]["rate"], rows["letters"]["bar"]) == (0.75, NOT_DIGIT_FLAG_BAR)
 
 
+def test_right_reason_is_the_share_of_flagged_images_given_their_own_kind() -> None:
+    # Columns: one digit, several digits, not a digit. The first image passes; of the three flagged, two are
+    # called "several digits".
+    probabilities = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7]])
+
+    assert right_reason(probabilities, _category("numbers", "several digits", 4), 0.5) == 2 / 3
+    assert right_reason(probabilities, _category("letters", "not a digit", 4), 0.5) == 1 / 3
+    assert right_reason(probabilities, _category("digits", "one digit", 4), 0.5) is None
+
+
 def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     for name in MODEL_NAMES:
@@ -58,6 +69,9 @@ def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -
     result = json.loads((tmp_path / "out" / "digit_check.json").read_text())
     assert (tmp_path / "out" / "digit_check.png").stat().st_size > 0
     assert result["check"] == {"name": "check", "version": 1, "threshold": CHECK_THRESHOLD}
+    assert set(result["right_reason"]) == {
+        name for name, row in result["categories"].items() if row["kind"] != "one digit"
+    }
     kinds = {row["kind"] for row in result["categories"].values()}
     assert kinds == {"one digit", "several digits", "not a digit"}
     # The stand-in flags everything as not a digit: no digit passes, every other image is flagged.

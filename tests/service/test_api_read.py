@@ -83,11 +83,11 @@ def test_read_returns_200_with_the_number_its_digits_and_boxes(
     assert "line_png_base64" not in body
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 5])
 def test_readers_of_either_frame_width_place_their_digits(
     reader_settings: Settings, version: int, mnist_test_glyphs: tuple[list[np.ndarray], list[int]]
 ) -> None:
-    """Version 3 emits a frame per 4 columns, version 4 per 2: the manifest says which, and the boxes follow."""
+    """Version 3 emits a frame per 4 columns, version 5 per 2: the manifest says which, and the boxes follow."""
     text, ink = _number(mnist_test_glyphs, [3, 2, 1, 18, 4], seed=0)
     data = render_scan(ink, np.random.default_rng(0))
     pinned = reader_settings.model_copy(update={"model_versions": {"reader": version}})

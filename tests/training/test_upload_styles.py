@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from training.data import default_data_dir, load_mnist
-from training.upload_styles import STYLES, render_photo, through_service
+from training.upload_styles import CHECK_STYLES, STYLES, render_bilevel, render_photo, render_thumbnail, through_service
 
 
 def _digits(count: int = 20) -> np.ndarray:
@@ -48,3 +48,26 @@ def test_photo_holds_the_digit_at_the_intended_size_on_uneven_paper() -> None:
         assert 0.3 * 240 <= extent <= 0.75 * 240
         paper = photo[~ink]
         assert np.percentile(paper, 95) - np.percentile(paper, 5) > 30
+
+
+def test_check_styles_change_the_strokes_the_way_their_names_say() -> None:
+    digits = _digits()
+    plain, _ = through_service(digits, CHECK_STYLES["canvas"], seed=0)
+    bold, bold_refused = through_service(digits, CHECK_STYLES["bold canvas"], seed=0)
+    rng = np.random.default_rng(0)
+
+    bilevel = Image.open(io.BytesIO(render_bilevel(digits[0].astype(np.float32) / 255.0, rng)))
+    thumbnail = Image.open(io.BytesIO(render_thumbnail(digits[0].astype(np.float32) / 255.0, rng)))
+
+    assert not bold_refused.any()
+    # A thick pen covers more of the 28x28 box than the canvas's own pen, digit for digit.
+    assert ((bold > 127).sum(axis=(1, 2)) > (plain > 127).sum(axis=(1, 2))).all()
+    assert bilevel.mode == "1"
+    assert thumbnail.size == (16, 16)
+    # Edge to edge: the ink's longer side spans the whole thumbnail.
+    ink = np.asarray(thumbnail) < 150
+    assert max(np.ptp(np.flatnonzero(ink.any(axis=0))), np.ptp(np.flatnonzero(ink.any(axis=1)))) == 15
+    for style in ("bilevel", "thumbnail"):
+        prepared, refused = through_service(digits, CHECK_STYLES[style], seed=0)
+        assert not refused.any()
+        assert (prepared.max(axis=(1, 2)) == 255).all()
