@@ -6,9 +6,9 @@ photos, canvas drawings ... and sent through the service's preprocessing), numbe
 digits, letters and symbols in font families the check never saw, and scribbles from other random draws; the
 negatives are sent as uploads too (scans, phone photos, canvas drawings, :mod:`evaluation.renderings`). For each
 category it reports the share that passes (digits) or is flagged (the rest) at the published threshold, the bars,
-how often a flagged image's reason names its kind, and the trade-off over thresholds; beside it, the same operating point for the served ensemble's confidence, the
-score a client had before. ``python -m evaluation.digit_check`` writes ``reports/digit_check.json`` and
-``reports/digit_check.png``.
+how often a flagged image's reason names its kind, and the trade-off over thresholds; beside it, the same
+operating point for the served ensemble's confidence, the score a client had before. ``python -m
+evaluation.digit_check`` writes ``reports/digit_check.json`` and ``reports/digit_check.png``.
 """
 
 from __future__ import annotations
