@@ -115,9 +115,9 @@ class SmallCNN(nn.Module):
     WIDTHS = (32, 64, 128)
     DROPOUT = 0.1
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, widths: tuple[int, int, int] = WIDTHS) -> None:
         super().__init__()
-        c1, c2, c3 = self.WIDTHS
+        c1, c2, c3 = widths
         self.features = nn.Sequential(
             *_conv_bn_relu(1, c1),
             nn.MaxPool2d(2),
@@ -127,7 +127,7 @@ class SmallCNN(nn.Module):
             *_conv_bn_relu(c2, c3),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(self.DROPOUT), nn.Linear(c3, NUM_CLASSES))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(self.DROPOUT), nn.Linear(c3, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128, 7, 7) -> (N, 128, 1, 1)

@@ -11,17 +11,29 @@ import torch
 from contract import CHECK_CLASSES, CONFIG_FILE, ModelStore
 from contract.torchscript import load_torchscript
 from training.check import (
+    CHECK_NETWORKS,
     NOT_A_DIGIT,
     ONE_DIGIT,
     SEVERAL_DIGITS,
     STORE_NAME,
     build_check_data,
+    build_check_network,
     check_config,
     choose_threshold,
     run_check,
     trade_off,
 )
 from training.data import default_data_dir
+
+
+@pytest.mark.parametrize("network", sorted(CHECK_NETWORKS))
+def test_every_backbone_gives_one_logit_per_check_class(network: str) -> None:
+    net = build_check_network(network).eval()
+
+    with torch.inference_mode():
+        logits = net(torch.rand(4, 1, 28, 28))
+
+    assert logits.shape == (4, len(CHECK_CLASSES))
 
 
 def test_threshold_lets_the_requested_share_of_digits_through() -> None:
@@ -55,6 +67,7 @@ def test_short_run_publishes_a_calibrated_digit_check(tmp_path: Path) -> None:
     config = dataclasses.replace(check_config(seed=0), epochs=1)
 
     summary = run_check(config, default_data_dir(), store, torch.device("cpu"), scale=0.01)
+    assert summary["network"] == "cnn"
 
     verified = store.read_verified(STORE_NAME, 1)
     manifest = verified.manifest
