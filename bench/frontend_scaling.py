@@ -7,7 +7,7 @@ each cell records the CPU time (from /proc) that the front ends (with their prep
 process and the load generator spent, per request. From those costs it predicts the throughput of a host with
 more cores: front ends on every core but the one the inference process needs, capped by that process's own cost
 per request. Rounds are interleaved so slow spells of a noisy machine hit every configuration alike; each cell is
-the median of its rounds. Output: ``bench/results/frontend_scaling.json``. About 8 minutes with the defaults.
+the median of its rounds. Output: ``bench/results/frontend_scaling.json``. About 10 minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ from harness.server import RunningServer, start_server
 logger = logging.getLogger("bench")
 
 CONCURRENCIES = (1, 64)
-# One inference process, N front ends; the v1 design (one process serving HTTP and inference) for reference; and
-# two front ends preparing uploads in their own thread instead of preprocessing workers.
+# One inference process, N front ends; the v1 design (one process serving HTTP and inference) for reference; two
+# front ends preparing uploads in their own thread instead of preprocessing workers; and the default design with
+# the LeNet-5 digit check (version 2) pinned instead of the served CNN check, which costs the CNN's time again.
 CONFIGS: dict[str, dict[str, str]] = {
     "one process (embedded)": {"DIGITS_ENGINE": "embedded", "DIGITS_WORKERS": "1"},
     "1 front end": {"DIGITS_WORKERS": "1"},
     "2 front ends": {"DIGITS_WORKERS": "2"},
     "3 front ends": {"DIGITS_WORKERS": "3"},
     "2 front ends, thread preprocessing": {"DIGITS_WORKERS": "2", "DIGITS_PREPROCESS_WORKERS": "0"},
+    "2 front ends, LeNet-5 check": {"DIGITS_WORKERS": "2", "DIGITS_MODEL_VERSIONS": "check=2"},
 }
 PREDICT_CORES = 16
 _ENGINE_READY = re.compile(r"inference process (\d+) ready")
