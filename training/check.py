@@ -1,4 +1,4 @@
-"""The digit check: a small network that tells one handwritten digit from several digits and from anything else.
+"""The digit check: a network that tells one handwritten digit from several digits and from anything else.
 
 Outlier exposure (Hendrycks et al. 2019) with synthetic negatives from :mod:`training.negatives`: the network sees
 MNIST training digits (as they are, re-rendered in every upload style of
@@ -193,7 +193,7 @@ CHECK_NETWORKS: dict[str, Callable[..., nn.Module]] = {
 
 # The published check's backbone, chosen on the validation split: at 99.5 % of the validation digits passing, the
 # CNN flags 99.5 % of numbers and 99.3 % of other negatives, LeNet-5 99.8 % and 97.9 %, the half-width CNN 98.6 %
-# and 98.2 % (reports/training/check_v3.json and the closing figures in the README).
+# and 98.2 % (reports/training/check_v3.json, check_v2.json and check_half_cnn.json).
 CHECK_NETWORK = "cnn"
 
 
