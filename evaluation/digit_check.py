@@ -26,13 +26,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from contract import CHECK_CLASSES, ModelStore
+from contract import ModelStore
 from contract.device import select_device
 from contract.ensemble import calibrated_log_probs
 from evaluation import renderings
 from evaluation.report import save_png
 from evaluation.run import DEFAULT_USPS, combine, load_members, predict_log_probs
 from evaluation.uploads import IMAGES_PER_CATEGORY, build_suite, prepare_uploads
+from service.inference import CheckResult, check_results
 from service.registry import load_model
 from training.check import ONE_DIGIT, STORE_NAME, choose_threshold
 from training.data import default_data_dir, load_mnist
@@ -118,15 +119,13 @@ def _rate(scores: torch.Tensor, refused: npt.NDArray[np.bool_], kind: str, thres
     return float(good.double().mean())
 
 
-def right_reason(probabilities: torch.Tensor, category: Category, threshold: float) -> float | None:
-    """Of a negative category's flagged images, the share whose ``reason`` (the likelier of the two other classes)
-    names the category's kind; None for digits."""
+def right_reason(verdicts: Sequence[CheckResult], category: Category) -> float | None:
+    """Of a negative category's flagged images, the share whose ``reason`` (as the service gives it) names the
+    category's kind; None for digits."""
     if category.kind == "one digit":
         return None
-    flagged = probabilities[:, ONE_DIGIT] < threshold
-    reason = probabilities[:, 1:].argmax(dim=1) + 1
-    right = reason[flagged] == CHECK_CLASSES.index(category.kind)
-    return float(right.double().mean()) if len(right) else 0.0
+    reasons = [verdict.reason for verdict in verdicts if not verdict.one_digit]
+    return sum(reason == category.kind for reason in reasons) / len(reasons) if reasons else 0.0
 
 
 def measure(
@@ -166,7 +165,7 @@ def evaluate_check(
             inputs = _inputs(category.images)
             probabilities = calibrated_log_probs(check(inputs), check.manifest.temperature).exp()
             check_scores[category.name] = probabilities[:, ONE_DIGIT]
-            reasons[category.name] = right_reason(probabilities, category, threshold)
+            reasons[category.name] = right_reason(check_results(check, probabilities), category)
             log_probs = [predict_log_probs(member, inputs) for member in members]
             ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
     # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.

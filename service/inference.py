@@ -82,7 +82,7 @@ def _class_probabilities(probs: torch.Tensor) -> list[ClassProbabilities]:
     ]
 
 
-def _check_results(check: LoadedModel, probs: torch.Tensor) -> list[CheckResult]:
+def check_results(check: LoadedModel, probs: torch.Tensor) -> list[CheckResult]:
     """``(N, 3)`` calibrated check probabilities to verdicts: one digit when its probability reaches the threshold."""
     threshold = check.manifest.pass_threshold or 0.5
     results = []
@@ -185,7 +185,7 @@ class BatchPredictor:
             ensembles.update(zip(members, combined, strict=True))
         checks: list[CheckResult | None] = [None] * len(group)
         if models.check is not None:
-            checks = list(_check_results(models.check, self._forward(models.check, batch)[1].exp()))
+            checks = list(check_results(models.check, self._forward(models.check, batch)[1].exp()))
 
         return [
             DigitPrediction(

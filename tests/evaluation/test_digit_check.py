@@ -18,6 +18,7 @@ from evaluation.digit_check import (
     measure,
     right_reason,
 )
+from service.inference import CheckResult
 from tests.support.stand_ins import CHECK_THRESHOLD, MODEL_NAMES, publish, publish_check
 
 
@@ -49,13 +50,15 @@ def test_rates_count_refused_uploads_as_never_passing() -> None:
 
 
 def test_right_reason_is_the_share_of_flagged_images_given_their_own_kind() -> None:
-    # Columns: one digit, several digits, not a digit. The first image passes; of the three flagged, two are
-    # called "several digits".
-    probabilities = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7]])
+    # The first image passes; of the three flagged, two are called "several digits".
+    verdicts = [
+        CheckResult("check", 1, one_digit=reason is None, reason=reason, score=score, threshold=0.5)
+        for reason, score in [(None, 0.9), ("several digits", 0.1), ("several digits", 0.2), ("not a digit", 0.1)]
+    ]
 
-    assert right_reason(probabilities, _category("numbers", "several digits", 4), 0.5) == 2 / 3
-    assert right_reason(probabilities, _category("letters", "not a digit", 4), 0.5) == 1 / 3
-    assert right_reason(probabilities, _category("digits", "one digit", 4), 0.5) is None
+    assert right_reason(verdicts, _category("numbers", "several digits", 4)) == 2 / 3
+    assert right_reason(verdicts, _category("letters", "not a digit", 4)) == 1 / 3
+    assert right_reason(verdicts, _category("digits", "one digit", 4)) is None
 
 
 def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -> None:
