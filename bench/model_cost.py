@@ -14,12 +14,12 @@ import json
 import logging
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from contract import IMAGE_SIZE, ModelStore
+from evaluation.run import run_timings
 from harness.server import REPO_ROOT
 from service.registry import LoadedModel, load_model
 
@@ -42,20 +42,14 @@ def store_models(store: ModelStore) -> list[LoadedModel]:
 
 
 def forward_ms(model: LoadedModel, batch: torch.Tensor, repeats: int) -> float:
-    """Mean milliseconds of ``repeats`` forward passes of ``batch``."""
+    """Mean milliseconds of ``repeats`` forward passes of ``batch``, after a warm-up."""
     with torch.inference_mode():
-        started = time.perf_counter()
-        for _ in range(repeats):
-            model(batch)
-    return (time.perf_counter() - started) * 1e3 / repeats
+        return 1e3 * statistics.fmean(run_timings(lambda: model(batch), repeats, lambda: None))
 
 
 def measure(models: list[LoadedModel], rounds: int, repeats: int) -> dict[str, dict[str, float]]:
     batches = {size: torch.rand(size, 1, IMAGE_SIZE, IMAGE_SIZE) for size in (1, FULL_BATCH)}
     timings: dict[str, dict[int, list[float]]] = {f"{m.name} v{m.version}": {1: [], FULL_BATCH: []} for m in models}
-    for model in models:
-        for batch in batches.values():
-            forward_ms(model, batch, repeats)  # warm-up
     for _ in range(rounds):
         for model in models:
             for size, batch in batches.items():

@@ -135,7 +135,8 @@ def cpu_name() -> str:
     return f"{name} ({os.cpu_count()} logical CPUs)"
 
 
-def _timings(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> list[float]:
+def run_timings(run: Callable[[], object], repeats: int, synchronize: Callable[[], None]) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``run``, after a warm-up (``synchronize`` waits for the device)."""
     for _ in range(_WARMUP_RUNS):
         run()
     synchronize()
@@ -175,8 +176,8 @@ def measure_speed(
     with torch.inference_mode():
         for _ in range(rounds):
             for name, group in groups.items():
-                latency[name] += _timings(run(group, single), latency_runs // rounds, synchronize)
-                per_batch[name] += _timings(run(group, batch), throughput_runs // rounds, synchronize)
+                latency[name] += run_timings(run(group, single), latency_runs // rounds, synchronize)
+                per_batch[name] += run_timings(run(group, batch), throughput_runs // rounds, synchronize)
     return {
         name: Speed(
             latency_ms=1000 * statistics.median(latency[name]),
