@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from contract import ModelStore
+from evaluation.holdout import held_out_by_all
 from evaluation.pages import Box, Page, compose_page
 from evaluation.reading import AnchorCache, _easyocr_reader
 from imaging.decoding import DecodeLimits
@@ -33,7 +34,7 @@ from imaging.detection import prepare_page
 from service.api.detect import NumberRule
 from service.reading import LineBatchReader, LineRequest
 from service.registry import ModelSet, load_model
-from training.data import Split, default_data_dir, load_mnist
+from training.data import Subset, default_data_dir, load_mnist
 from training.synthetic_lines import crop_glyph
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,17 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def build_pages(data_dir: Path, split: Split, count: int, seed: int) -> list[Page]:
-    images, labels = load_mnist(data_dir, split)
-    glyphs = [crop_glyph(image) for image in images.numpy()]
+def build_pages(digits: Subset, count: int, seed: int) -> list[Page]:
+    glyphs = [crop_glyph(image) for image in digits.images.numpy()]
     rng = np.random.default_rng(seed)
-    return [compose_page(glyphs, labels.tolist(), rng) for _ in range(count)]
+    return [compose_page(glyphs, digits.labels.tolist(), rng) for _ in range(count)]
+
+
+def validation_digits(store: ModelStore, reader: str, check: str, data_dir: Path) -> Subset:
+    """The MNIST training digits that neither the served reader nor the served check trained on."""
+    pool = Subset(*load_mnist(data_dir, "train"))
+    models = {reader: store.resolve(reader), check: store.resolve(check)}
+    return pool.take(held_out_by_all(store, models, pool))
 
 
 def read_with_service(
@@ -161,8 +168,10 @@ def choose_rule(pages: Sequence[Page], found: Sequence[Sequence[Found]]) -> tupl
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     store = ModelStore(args.store)
-    validation = build_pages(args.data_dir, "train", args.validation_pages, args.seed)
-    test = [] if args.validation_only else build_pages(args.data_dir, "test", args.test_pages, args.seed + 1)
+    held = validation_digits(store, args.reader, args.check, args.data_dir)
+    validation = build_pages(held, args.validation_pages, args.seed)
+    test_digits = Subset(*load_mnist(args.data_dir, "test"))
+    test = [] if args.validation_only else build_pages(test_digits, args.test_pages, args.seed + 1)
     logger.info("%d validation pages, %d test pages", len(validation), len(test))
     found_validation, version = read_with_service(validation, store, args.reader, args.check)
     rule, grid = choose_rule(validation, found_validation)
@@ -175,6 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "pages": {
             "seed": args.seed,
+            "validation_digits": len(held),
             "validation_pages": len(validation),
             "validation_numbers": sum(len(p.numbers) for p in validation),
             "test_pages": len(test),
@@ -236,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reader", default="reader", help="the line reader's name in the store")
     parser.add_argument("--check", default="check", help="the digit check's name in the store")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (default as for training)")
-    parser.add_argument("--validation-pages", type=int, default=120)
+    parser.add_argument("--validation-pages", type=int, default=240)
     parser.add_argument("--test-pages", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--skip-easyocr", action="store_true", help="score only the service's path")

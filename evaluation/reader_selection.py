@@ -13,7 +13,6 @@ reads exactly and McNemar's exact p-value. ``python -m evaluation.reader_selecti
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -23,10 +22,11 @@ from typing import Any
 import torch
 
 from contract import ModelStore
+from evaluation.holdout import held_out
 from evaluation.results import mcnemar_exact
 from service.registry import LoadedModel, load_model
 from training.config import ReaderConfig
-from training.data import Subset, default_data_dir, load_mnist, stratified_split
+from training.data import Subset, default_data_dir, load_mnist
 from training.reading import Line, LineSource, batch_strips, decode_all, reading_metrics
 from training.synthetic_lines import LineVariation
 
@@ -40,13 +40,9 @@ _BATCH_LINES = 64
 
 def fresh_lines(store: ModelStore, reader: str, version: int, count: int, seed: int, data_dir: Path) -> list[Line]:
     """``count`` lines composed from the digits ``version`` of ``reader`` held out of its training."""
-    trained = store.read_manifest(reader, version).training_config
-    config = dataclasses.replace(
-        ReaderConfig(), seed=int(trained["seed"]), validation_size=int(trained["validation_size"])
-    )
     pool = Subset(*load_mnist(data_dir, "train"))
-    _, held = stratified_split(pool.labels, config.validation_size, config.seed)
-    return LineSource(pool.take(held), LineVariation(), config).lines(count, seed)
+    held = held_out(store, reader, version, pool)
+    return LineSource(pool.take(held), LineVariation(), ReaderConfig()).lines(count, seed)
 
 
 def read_lines(model: LoadedModel, lines: Sequence[Line]) -> list[str]:

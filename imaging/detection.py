@@ -7,17 +7,18 @@ as for one line, then
    subtracted, so shadows, vignetting and large stains become flat background;
 2. **ink**: pixels more than ``INK_NOISE_SIGMAS`` noise sigmas (from the residual's median) and Otsu's threshold
    above it, labelled into 8-connected components (runs of rows joined by union-find, numpy only);
-3. **ruled lines**: ink counted along every row at every slope a camera gives (a Hough transform restricted to
-   near-horizontal lines); a thin band holding a long line's worth of ink is a rule, and its rows are erased, so
-   digits written on a rule come apart from it; then the same across the other axis (a margin line);
+3. **ruled lines**: ink (at half the ink's threshold, where a pale rule shows whole) counted along every row at
+   every slope a camera gives (a Hough transform restricted to near-horizontal lines); a thin band holding a long
+   line's worth of ink is a rule, and its rows are erased, except where a stroke crosses it, so digits written on
+   a rule come apart from it whole; then the same across the other axis (a margin line);
 4. **specks, blots and edges**: components too small to be a stroke, taller than ``MAX_TEXT_HEIGHT_FRACTION`` of
    the image, or touching its border (cut off by the frame: not readable whole) are dropped;
 5. **lines of text**: components are grouped when they overlap vertically and lie within ``JOIN_GAP_HEIGHTS``
    of their height apart, or sit one above the other (the parts of one digit), and again on the groups' boxes
    until nothing more joins;
 6. each group's ink (its own components only) is normalised by :func:`imaging.lines.normalise_ink`, the reader's
-   strip, with the map back to the uploaded image's pixels, and each of its characters is canonicalised as one
-   uploaded digit is (for the digit check).
+   strip, with the map back to the uploaded image's pixels, and each of its characters (components overlapping
+   horizontally: a digit's pieces) is canonicalised as one uploaded digit is (for the digit check).
 
 Which candidates are numbers is decided by whoever reads them (``/detect``: the reader's string confidence and the
 digit check's verdict on the characters), not here: this module proposes, in reading order (top to bottom, then
@@ -73,6 +74,10 @@ RULE_MAX_SLOPE = 0.3
 RULE_SLOPE_STEPS = 61
 RULE_NEIGHBOURHOOD_ROWS = 4
 RULE_BAND_SHARE = 0.5
+# Rules are looked for in the pixels above this share of the ink's threshold (see remove_rules).
+RULE_THRESHOLD_SHARE = 0.5
+# A rule pixel with ink this close both above and below its band is where a stroke crosses the rule: kept.
+RULE_CROSSING_PIXELS = 2
 # Grouping: two components are in one line when they overlap vertically by this share of the shorter one and the
 # horizontal gap is at most JOIN_GAP_HEIGHTS of the taller one (digits written apart leave under half a height);
 # or when they overlap horizontally by this share of the narrower one with a vertical gap of at most
@@ -216,30 +221,37 @@ def ink_signal(
     return signal, threshold, float(np.percentile(strong, 90)) if strong.size else threshold
 
 
-def remove_rules(mask: _Mask) -> _Mask:
-    """``mask`` without its ruled lines: the near-horizontal ones, then the near-vertical ones (a margin)."""
-    across = _remove_horizontal_rules(mask)
-    return _remove_horizontal_rules(np.ascontiguousarray(across.T)).T
+def remove_rules(mask: _Mask, faint: _Mask | None = None) -> _Mask:
+    """``mask`` without its ruled lines: the near-horizontal ones, then the near-vertical ones (a margin). Rules
+    are found in ``faint`` (ink at a lower threshold, ``mask`` itself by default) and erased from ``mask``: a pale
+    printed rule stands out of the paper only here and there at the ink's threshold, too little of it to be found
+    as a line, and its pieces would be read as 1s."""
+    found_in = mask if faint is None else faint
+    across, found_across = _remove_horizontal_rules(mask, found_in)
+    return _remove_horizontal_rules(np.ascontiguousarray(across.T), np.ascontiguousarray(found_across.T))[0].T
 
 
-def _remove_horizontal_rules(mask: _Mask) -> _Mask:
-    """``mask`` without its near-horizontal straight lines, found as peaks of the ink counted along every slope
-    up to ``RULE_MAX_SLOPE`` (a Hough transform restricted to rows): a line at least ``RULE_MIN_LENGTH_FRACTION``
-    of the width long and at most ``RULE_MAX_THICKNESS_PIXELS`` thick. Each line's rows are erased, so a digit
-    written across it loses only those rows."""
-    height, width = mask.shape
-    ys, xs = np.nonzero(mask)
+def _remove_horizontal_rules(mask: _Mask, found_in: _Mask) -> tuple[_Mask, _Mask]:
+    """``mask`` and ``found_in`` without the near-horizontal straight lines of ``found_in``, found as peaks of its
+    ink counted along every slope up to ``RULE_MAX_SLOPE`` (a Hough transform restricted to rows): a line at least
+    ``RULE_MIN_LENGTH_FRACTION`` of the width long and at most ``RULE_MAX_THICKNESS_PIXELS`` thick. Each line's
+    rows are erased, so a digit written across it loses only those rows."""
+    height, width = found_in.shape
+    ys, xs = np.nonzero(found_in)
     min_count = RULE_MIN_LENGTH_FRACTION * width
     if xs.size < min_count:
-        return mask
+        return mask, found_in
     slopes = np.linspace(-RULE_MAX_SLOPE, RULE_MAX_SLOPE, RULE_SLOPE_STEPS)
     margin = int(np.ceil(RULE_MAX_SLOPE * width / 2)) + 1
-    # Row of each ink pixel along each slope, measured where the line crosses the image's middle column.
-    rows = np.rint(ys[np.newaxis, :] - slopes[:, np.newaxis] * (xs - width / 2)).astype(np.int64) + margin
     span = height + 2 * margin
-    counts = np.zeros((len(slopes), span), dtype=np.int64)
-    for index in range(len(slopes)):
-        counts[index] = np.bincount(rows[index], minlength=span)
+    centred = (xs - width / 2).astype(np.float32)
+
+    def rows_along(slope_index: int) -> _Ints:
+        """Each ink pixel's row along one slope, measured where the line crosses the image's middle column."""
+        rows: _Ints = np.rint(ys - slopes[slope_index] * centred).astype(np.int64) + margin
+        return rows
+
+    counts = np.stack([np.bincount(rows_along(index), minlength=span) for index in range(len(slopes))])
     erase = np.zeros(xs.size, dtype=bool)
     taken = np.zeros(span, dtype=bool)
     peaks = np.flatnonzero(counts >= min_count)
@@ -253,12 +265,31 @@ def _remove_horizontal_rules(mask: _Mask) -> _Mask:
         taken[max(row - RULE_NEIGHBOURHOOD_ROWS, 0) : row + RULE_NEIGHBOURHOOD_ROWS + 1] = True
         if band[-1] - band[0] + 1 > RULE_MAX_THICKNESS_PIXELS:
             continue  # a thick band: a line of text or a dark edge, not a rule
-        erase |= (rows[slope_index] >= band[0]) & (rows[slope_index] <= band[-1])
+        rows = rows_along(slope_index)
+        on_rule = np.flatnonzero((rows >= band[0]) & (rows <= band[-1]))
+        crossed = _crossed(mask, ys[on_rule], xs[on_rule], rows[on_rule] - band[0], band[-1] - rows[on_rule])
+        erase[on_rule[~crossed]] = True
     if not erase.any():
-        return mask
-    cleaned = mask.copy()
-    cleaned[ys[erase], xs[erase]] = False
-    return cleaned
+        return mask, found_in
+    rule_pixels = np.zeros_like(found_in)
+    rule_pixels[ys[erase], xs[erase]] = True
+    return mask & ~rule_pixels, found_in & ~rule_pixels
+
+
+def _crossed(mask: _Mask, ys: _Ints, xs: _Ints, below_top: _Ints, above_bottom: _Ints) -> _Mask:
+    """Per rule pixel ``(ys, xs)``, lying ``below_top`` rows under its band's top edge and ``above_bottom`` over
+    its bottom edge: whether ``mask`` has ink within ``RULE_CROSSING_PIXELS`` both above and below the band in
+    that column, that is a stroke crosses the rule there. Those pixels are the stroke's: erasing them would cut
+    the digit in two, and each piece would look like no digit at all."""
+    height = mask.shape[0]
+    above = np.zeros(ys.shape, dtype=bool)
+    below = np.zeros(ys.shape, dtype=bool)
+    for step in range(1, RULE_CROSSING_PIXELS + 1):
+        up = ys - below_top - step
+        down = ys + above_bottom + step
+        above |= (up >= 0) & mask[np.clip(up, 0, height - 1), xs]
+        below |= (down < height) & mask[np.clip(down, 0, height - 1), xs]
+    return above & below
 
 
 def _group(boxes: _Ints) -> list[_Ints]:
@@ -328,7 +359,7 @@ def find_candidates(grey: npt.NDArray[np.uint8]) -> list[Candidate]:
     signal, threshold, ink_level = ink_signal(*to_light_ink(grey))
     if not np.isfinite(threshold):
         return []
-    components = label_components(remove_rules(signal > threshold))
+    components = label_components(remove_rules(signal > threshold, signal > threshold * RULE_THRESHOLD_SHARE))
     boxes, areas = components.boxes, components.areas
     heights = boxes[:, 3] - boxes[:, 1]
     inside = (
@@ -379,19 +410,44 @@ def _cut_out(components: Components, labels: _Ints, ramp: InkArray, box: tuple[i
 
 
 def _glyphs(components: Components, labels: _Ints, ink: InkArray, origin: tuple[int, int]) -> InkArray:
-    """The line's characters as MNIST-style 28x28 images: each tall enough component's ink in its own box (other
-    components' ink there left out), canonicalised by the one-digit path."""
-    boxes = components.boxes[labels]
-    heights = boxes[:, 3] - boxes[:, 1]
+    """The line's characters as MNIST-style 28x28 images: the ink of each character's components in its own box
+    (other components' ink there left out), canonicalised by the one-digit path. A character is the components
+    that overlap horizontally (:func:`_characters`); characters shorter than ``GLYPH_MIN_HEIGHT_SHARE`` of the
+    tallest are dots and fragments, left out."""
+    characters = _characters(components.boxes[labels])
+    boxes = [components.boxes[labels[members]] for members in characters]
+    heights = [int(b[:, 3].max() - b[:, 1].min()) for b in boxes]
     images = []
-    for label, (x0, y0, x1, y1) in zip(labels, boxes, strict=True):
-        if y1 - y0 < GLYPH_MIN_HEIGHT_SHARE * heights.max():
+    for members, member_boxes, height in zip(characters, boxes, heights, strict=True):
+        if height < GLYPH_MIN_HEIGHT_SHARE * max(heights):
             continue
-        own = components.mask_of(np.array([label]), (int(x0), int(y0), int(x1), int(y1)))
+        x0, y0 = int(member_boxes[:, 0].min()), int(member_boxes[:, 1].min())
+        x1, y1 = int(member_boxes[:, 2].max()), int(member_boxes[:, 3].max())
+        own = components.mask_of(labels[members], (x0, y0, x1, y1))
         piece = ink[y0 - origin[1] : y1 - origin[1], x0 - origin[0] : x1 - origin[0]] * own
         if (piece > 0).any():
             images.append(center_by_mass(fit_into_box(crop_to_content(np.ascontiguousarray(piece, dtype=np.float32)))))
     return np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+
+
+def _characters(boxes: _Ints) -> list[_Ints]:
+    """``boxes`` (one line's components) grouped into characters, left to right: a component joins the character
+    before it when their columns overlap by ``JOIN_OVERLAP_SHARE`` of the narrower, as the pieces of a digit cut
+    by a ruled line or a 5's detached bar do."""
+    characters: list[list[int]] = []
+    right = 0
+    for index in np.argsort(boxes[:, 0], kind="stable"):
+        x0, x1 = int(boxes[index, 0]), int(boxes[index, 2])
+        if characters:
+            left = int(boxes[characters[-1], 0].min())
+            narrower = min(x1 - x0, right - left)
+            if min(x1, right) - x0 >= JOIN_OVERLAP_SHARE * narrower:
+                characters[-1].append(int(index))
+                right = max(right, x1)
+                continue
+        characters.append([int(index)])
+        right = x1
+    return [np.array(members, dtype=np.int64) for members in characters]
 
 
 def in_reading_order(items: list[T], key: Callable[[T], tuple[float, float, float, float]]) -> list[T]:

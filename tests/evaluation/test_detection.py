@@ -11,7 +11,7 @@ from evaluation.pages import Page, PageNumber
 from harness.server import REPO_ROOT
 from service.api.detect import NumberRule
 from service.config import Settings
-from training.data import default_data_dir
+from training.data import Subset, default_data_dir, load_mnist
 
 # On these 16 test pages (seed 2027, the evaluation's test seed) the committed reader and check find, keep and read
 # most numbers (see reports/detection.json for the whole set); the bars catch a broken detector, reader or rule
@@ -69,7 +69,7 @@ def test_the_rule_is_the_validation_optimum() -> None:
 def test_committed_reader_finds_and_reads_numbers_on_a_slice_of_the_test_pages() -> None:
     defaults = Settings.model_fields
     rule = NumberRule(defaults["detect_min_confidence"].default, defaults["detect_min_digit_likeness"].default)
-    pages = build_pages(default_data_dir(), "test", SLICE_PAGES, seed=2027)
+    pages = build_pages(Subset(*load_mnist(default_data_dir(), "test")), SLICE_PAGES, seed=2027)
 
     found, _version = read_with_service(pages, ModelStore(REPO_ROOT / "model_store"), "reader", "check")
     result = score(pages, found, rule)

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from evaluation.detection import iou
 from evaluation.pages import Page, compose_page
 from imaging.decoding import DecodeLimits
-from imaging.detection import find_candidates, in_reading_order, label_components, prepare_page
+from imaging.detection import find_candidates, in_reading_order, label_components, prepare_page, remove_rules
 from training.data import default_data_dir, load_mnist
 from training.synthetic_lines import LineVariation, compose_line, crop_glyph
 
@@ -122,6 +122,54 @@ def test_a_ruled_line_through_a_number_is_taken_off_it(
 
     assert len(plain) == 1
     assert [iou(c.box, plain[0].box) >= 0.8 for c in ruled] == [True]
+    assert len(plain[0].glyphs) == len(ruled[0].glyphs) == 4
+
+
+def test_a_rule_is_erased_but_not_where_a_stroke_crosses_it() -> None:
+    mask = np.zeros((300, 300), dtype=bool)
+    mask[150:152, :] = True  # the rule, across the whole width
+    mask[120:180, 100:104] = True  # a stroke down through it (too short to be a rule itself)
+
+    cleaned = remove_rules(mask)
+
+    assert not cleaned[150:152, :95].any() and not cleaned[150:152, 110:].any()
+    assert cleaned[120:180, 100:104].all()
+    assert len(label_components(cleaned)) == 1
+
+
+def test_the_pieces_of_a_digit_cut_apart_are_one_character(
+    glyphs: tuple[list[npt.NDArray[np.float32]], list[int]],
+) -> None:
+    pieces = [glyph.copy() for glyph in glyphs[0][:4]]
+    for glyph in pieces:
+        middle = glyph.shape[0] // 2
+        glyph[middle - 1 : middle + 2] = 0.0  # each digit cut across its middle, as a faded stroke leaves it
+    ink = compose_line(pieces, ["apart"] * 3, np.random.default_rng(1), LineVariation(max_rotation_deg=0))
+    scaled = Image.fromarray((ink * 255).astype(np.uint8)).resize((ink.shape[1] * 3, ink.shape[0] * 3))
+    paper = _paper()
+    paper.paste((20, 20, 60), (150, 200), scaled)
+
+    candidates = prepare_page(_jpeg(paper), LIMITS).candidates
+
+    assert len(candidates) == 1
+    assert len(candidates[0].glyphs) == 4
+
+
+def test_a_pale_margin_rule_is_taken_off_even_where_only_pieces_of_it_stand_out(
+    glyphs: tuple[list[npt.NDArray[np.float32]], list[int]],
+) -> None:
+    paper = Image.open(io.BytesIO(_number_on_paper(glyphs, with_rule=False))).convert("RGB")
+    draw = ImageDraw.Draw(paper)
+    # A margin rule down the page, pale (about 30 grey levels under the paper) with darker stretches 15 px long
+    # where the pen pressed: at the ink's threshold only those stretches stand out, each like a written 1.
+    for top in range(20, 460, 60):
+        draw.line([(60, top), (60, top + 60)], fill=(200, 200, 215), width=2)
+        draw.line([(60, top), (60, top + 15)], fill=(120, 120, 150), width=2)
+
+    candidates = prepare_page(_jpeg(paper), LIMITS).candidates
+
+    assert len(candidates) == 1
+    assert candidates[0].box[0] >= 150
 
 
 def test_boxes_are_in_the_uploaded_images_pixels(glyphs: tuple[list[npt.NDArray[np.float32]], list[int]]) -> None:
