@@ -1,8 +1,9 @@
 """Finding and reading numbers on whole pages: ``/detect``'s path against EasyOCR's detector and reader.
 
 ``python -m evaluation.detection`` composes seeded synthetic pages (:mod:`evaluation.pages`): **validation**
-pages from MNIST training digits, on which the confidence threshold that tells numbers from clutter is chosen
-(the one with the best F1 of detection), and **test** pages from MNIST test digits, read once with that threshold.
+pages from the MNIST training digits that neither the served reader nor the served check trained on
+(:mod:`evaluation.holdout`), on which the two thresholds that tell numbers from clutter are chosen (the pair with
+the best F1 of detection), and **test** pages from MNIST test digits, read once with them.
 Every page goes through the service's own path (:func:`imaging.detection.prepare_page`, the store's reader, the
 line batch function, :func:`service.api.detect.is_number`); EasyOCR (detector and reader, digits only) reads the
 same test pages. A true number is *found* when a kept box overlaps its true box with IoU >= 0.5 (each box matches
@@ -215,7 +216,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Test: {pages['test_pages']} pages, {pages['test_numbers']} numbers of MNIST test digits. A candidate is a "
         f"number when the reader's confidence reaches {results['rule']['min_confidence']:.2f} and its glyphs' digit "
         f"likeness {results['rule']['min_digit_likeness']:.2f}, chosen on {pages['validation_pages']} validation "
-        f"pages of MNIST training digits (detection F1 there {100 * _f1(results['validation']):.1f} %).",
+        f"pages of the {pages['validation_digits']} MNIST training digits that neither the reader nor the check "
+        f"trained on (detection F1 there {100 * _f1(results['validation']):.1f} %).",
         "",
         "| reader | recall | precision | end-to-end exact | ms per page (1 thread) |",
         "|---|---|---|---|---|",

@@ -116,9 +116,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     # /detect keeps a candidate as a number when the reader's string confidence and the digit check's digit
     # likeness of its glyphs (geometric mean) reach these; chosen together on validation pages of MNIST training
-    # digits (reports/detection.json, "rule"): printed words and clutter score below them.
+    # digits neither model trained on (reports/detection.json, "rule"): printed words and clutter score below them.
     detect_min_confidence: float = Field(default=0.15, ge=0, le=1)
-    detect_min_digit_likeness: float = Field(default=0.65, ge=0, le=1)
+    detect_min_digit_likeness: float = Field(default=0.7, ge=0, le=1)
     # Camera streams whose newest frame /detect remembers (to skip overtaken frames), least recently seen out first.
     detect_max_streams: int = Field(default=1024, gt=0)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
