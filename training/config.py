@@ -134,12 +134,6 @@ class ReaderConfig:
     seed: int = 0
     # Class-balanced cap on the training digits (None: all 55,000).
     limit: int | None = None
-    # Each training digit is slanted by up to this many degrees and widened or narrowed by up to this share before
-    # it is set in a line (validation and test lines are not warped). Continuing version 4 without warps, the
-    # training loss kept falling while validation exact match stood still: the reader was learning the training
-    # digits.
-    glyph_shear_deg: float = 12.0
-    glyph_aspect_jitter: float = 0.15
     # Input columns per output frame (see training.models.LineReader): 2 gives a "1" squeezed between overlapping
     # neighbours frames of its own. The weights do not depend on it, so a run can start from a reader of either.
     frame_pixels: int = 2

@@ -26,7 +26,7 @@ from torch import nn
 from contract import LINE_READER, Manifest, ModelStore
 from contract.ctc import DecodedLine, encode_targets, greedy_decode
 from contract.torchscript import load_torchscript
-from imaging.lines import InkArray, normalise_ink
+from imaging.lines import normalise_ink
 from training.config import ReaderConfig
 from training.data import Subset, data_checksums, load_mnist, stratified_split
 from training.export import git_commit, publish_model
@@ -38,7 +38,6 @@ from training.synthetic_lines import (
     compose_line,
     crop_glyph,
     draw_line_spacings,
-    warp_glyph,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,24 +67,18 @@ class Line:
 class LineSource:
     """Composes random lines from one set of digits (cropped once), seeded."""
 
-    def __init__(self, digits: Subset, variation: LineVariation, config: ReaderConfig, *, warp: bool = False) -> None:
+    def __init__(self, digits: Subset, variation: LineVariation, config: ReaderConfig) -> None:
         self.glyphs = [crop_glyph(image) for image in digits.images.numpy()]
         self.labels = digits.labels.numpy()
         self.variation = variation
         self.style_weights = config.line_style_weights
         self.spacing_weights = config.spacing_weights
-        # Training lines warp each digit (see ReaderConfig.glyph_shear_deg); validation and test lines never do.
-        self.warp = (config.glyph_shear_deg, config.glyph_aspect_jitter) if warp else None
-
-    def _glyph(self, index: int, rng: np.random.Generator) -> InkArray:
-        glyph = self.glyphs[index]
-        return glyph if self.warp is None else warp_glyph(glyph, rng, *self.warp)
 
     def line(self, rng: np.random.Generator, length: int | None = None) -> Line:
         count = int(rng.integers(1, MAX_DIGITS + 1)) if length is None else length
         chosen = rng.integers(0, len(self.glyphs), count)
         spacings = draw_line_spacings(count - 1, rng, self.style_weights, self.spacing_weights)
-        ink = compose_line([self._glyph(int(i), rng) for i in chosen], spacings, rng, self.variation)
+        ink = compose_line([self.glyphs[i] for i in chosen], spacings, rng, self.variation)
         text = "".join(str(int(self.labels[i])) for i in chosen)
         return Line(normalise_ink(ink).pixels, text, tuple(spacings))
 
@@ -274,7 +267,7 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
     keep, held = stratified_split(pool.labels, config.validation_size, config.seed)
     train_digits = pool.take(keep).limited(config.limit, config.seed)
     variation = LineVariation()
-    train = LineSource(train_digits, variation, config, warp=True)
+    train = LineSource(train_digits, variation, config)
     validation = LineSource(pool.take(held), variation, config).lines(config.validation_lines, 1)
     initial_state = None
     if config.init_from is not None:

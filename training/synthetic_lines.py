@@ -66,28 +66,6 @@ def _scaled(glyph: InkArray, scale: float) -> InkArray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def warp_glyph(glyph: InkArray, rng: np.random.Generator, shear_deg: float, aspect_jitter: float) -> InkArray:
-    """``glyph`` slanted by up to ``shear_deg`` either way and widened or narrowed by up to ``aspect_jitter``, one
-    affine map about its centre, cropped to its ink again.
-
-    For training lines only: writers slant and stretch each digit their own way, and lines composed from the same
-    55,000 training digits otherwise let the reader learn those digits rather than digits.
-    """
-    height, width = glyph.shape
-    slant = math.tan(math.radians(rng.uniform(-shear_deg, shear_deg)))
-    stretch = 1.0 + rng.uniform(-aspect_jitter, aspect_jitter)
-    out_width = math.ceil(width * stretch + abs(slant) * height) + 2
-    # PIL maps each output pixel (x, y) back to the input: x_in = a x + b y + c, y_in = y.
-    a, b = 1.0 / stretch, slant / stretch
-    c = width / 2 - a * out_width / 2 - b * height / 2
-    warped = Image.fromarray(glyph, mode="F").transform(
-        (out_width, height), Image.Transform.AFFINE, (a, b, c, 0.0, 1.0, 0.0), Image.Resampling.BILINEAR
-    )
-    ink = np.clip(np.asarray(warped, dtype=np.float32), 0.0, 1.0)
-    columns = np.flatnonzero(ink.max(axis=0) > 0.0)
-    return ink[:, columns[0] : columns[-1] + 1] if columns.size else glyph
-
-
 def _left_profile(stroke: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
     """Per row, the first stroke column (inf where the row is empty)."""
     first: npt.NDArray[np.float64] = stroke.argmax(axis=1).astype(np.float64)

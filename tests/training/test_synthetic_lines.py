@@ -13,7 +13,6 @@ from training.synthetic_lines import (
     crop_glyph,
     draw_line_spacings,
     draw_spacings,
-    warp_glyph,
 )
 
 STILL = LineVariation(size_jitter=0.0, max_wave_pixels=0.0, baseline_jitter_pixels=0.0, thicken_probability=0.0,
@@ -84,31 +83,3 @@ def test_a_line_keeps_its_writers_spacing_habit() -> None:
 def test_composing_needs_one_spacing_per_gap() -> None:
     with pytest.raises(ValueError, match="one spacing"):
         compose_ink([_block(), _block()], [], np.random.default_rng(0), STILL)
-
-
-def _centre_column(rows: np.ndarray) -> float:
-    return float((rows * np.arange(rows.shape[1])).sum() / rows.sum())
-
-
-def test_a_warped_glyph_is_slanted_and_stretched_within_its_range() -> None:
-    glyph = _block(height=20, width=4)  # an upright bar, a "1"
-    rng = np.random.default_rng(0)
-    slants, widths = [], []
-    for _ in range(200):
-        warped = warp_glyph(glyph, rng, shear_deg=12.0, aspect_jitter=0.15)
-        assert warped.shape[0] == 20
-        # The bar leans: its top and bottom rows are centred on different columns, by at most tan(12 deg) a row.
-        slants.append((_centre_column(warped[:3]) - _centre_column(warped[-3:])) / 17)
-        widths.append(warped.shape[1])
-    assert max(abs(s) for s in slants) <= np.tan(np.radians(12.0)) + 0.05
-    assert min(slants) < -0.1 and max(slants) > 0.1
-    # Widths spread from narrower to wider than the bar plus its slant.
-    assert min(widths) < max(widths)
-    assert max(widths) <= np.ceil(4 * 1.15 + np.tan(np.radians(12.0)) * 20) + 2
-
-
-def test_an_unwarped_glyph_is_left_as_it_is() -> None:
-    glyph = _block(height=20, width=8)
-    warped = warp_glyph(glyph, np.random.default_rng(0), shear_deg=0.0, aspect_jitter=0.0)
-    assert warped.shape == glyph.shape
-    assert np.allclose(warped, glyph, atol=1e-5)
