@@ -137,6 +137,11 @@ class ReaderConfig:
     # Input columns per output frame (see training.models.LineReader): 2 gives a "1" squeezed between overlapping
     # neighbours frames of its own. The weights do not depend on it, so a run can start from a reader of either.
     frame_pixels: int = 2
+    # The network's size (see training.models.LineReader): its four convolution stages' channels and the LSTM's
+    # units per direction. The published readers use the defaults; a larger network trains several times slower a
+    # batch, so it is for a GPU (--device cuda).
+    widths: tuple[int, int, int, int] = (24, 48, 96, 128)
+    hidden: int = 96
     # "name:version" of a published reader whose weights start this run (None: random initialisation), so a run
     # can continue where a shorter one stopped.
     init_from: str | None = None

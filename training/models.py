@@ -145,19 +145,20 @@ class LineReader(nn.Module):
     Input ``(N, 1, 32, W)`` in [0, 1] (light ink on black, W a multiple of 4); output ``(N, W / frame_pixels, 11)``
     logits over the CTC blank and the ten digits. At 4 columns a frame a digit of the strip spans about 5 frames,
     and a "1" squeezed between overlapping neighbours one or two; 2 columns doubles that for about 1.3 times the
-    training step. Widths are kept low because every column of every line pays for them.
+    training step. Widths are kept low because every column of every line pays for them; ``widths`` (the four
+    stages' channels) and ``hidden`` (LSTM units per direction) size a larger reader for a GPU.
     """
 
     WIDTHS = (24, 48, 96, 128)
     HIDDEN = 96
     DROPOUT = 0.2
 
-    def __init__(self, frame_pixels: int = 4) -> None:
+    def __init__(self, frame_pixels: int = 4, widths: tuple[int, int, int, int] = WIDTHS, hidden: int = HIDDEN) -> None:
         super().__init__()
         if frame_pixels not in (2, 4):
             raise ValueError("frame_pixels must be 2 or 4")
         self.frame_pixels = frame_pixels
-        c1, c2, c3, c4 = self.WIDTHS
+        c1, c2, c3, c4 = widths
         self.features = nn.Sequential(
             *_conv_bn_relu(1, c1),
             nn.MaxPool2d(2),
@@ -169,14 +170,14 @@ class LineReader(nn.Module):
             nn.MaxPool2d((4, 1)),
         )
         self.dropout = nn.Dropout(self.DROPOUT)
-        self.rnn = nn.LSTM(c4, self.HIDDEN, batch_first=True, bidirectional=True)
-        self.classifier = nn.Linear(2 * self.HIDDEN, NUM_CLASSES + 1)
+        self.rnn = nn.LSTM(c4, hidden, batch_first=True, bidirectional=True)
+        self.classifier = nn.Linear(2 * hidden, NUM_CLASSES + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(
             x
         )  # (N, 1, 32, W) -> (N, 24, 16, W/2) -> (N, 48, 8, W/f) -> (N, 96, 4, W/f) -> (N, 128, 1, W/f)
         x = self.dropout(x.squeeze(2).transpose(1, 2))  # (N, W/f, 128)
-        x, _ = self.rnn(x)  # (N, W/f, 192)
+        x, _ = self.rnn(x)  # (N, W/f, 2 * hidden)
         logits: torch.Tensor = self.classifier(x)  # (N, W/f, 11)
         return logits

@@ -119,21 +119,22 @@ def _training_batches(source: LineSource, config: ReaderConfig, rng: np.random.G
 def ctc_loss(logits: torch.Tensor, frames: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
     """Mean CTC loss per line of ``(N, T, 11)`` logits against the digit strings."""
     log_probs = F.log_softmax(logits, dim=2).transpose(0, 1)  # (T, N, 11)
-    targets = torch.tensor([index for text in texts for index in encode_targets(text)])
+    targets = torch.tensor([index for text in texts for index in encode_targets(text)], device=logits.device)
     lengths = torch.tensor([len(text) for text in texts])
     return F.ctc_loss(log_probs, targets, frames, lengths, blank=0, reduction="mean", zero_infinity=True)
 
 
 def read_logits(net: LineReader, strips: Sequence[np.ndarray]) -> list[torch.Tensor]:
-    """Each strip's ``(T_i, 11)`` logits, the strips batched by width."""
+    """Each strip's ``(T_i, 11)`` logits (on the CPU), the strips batched by width on the network's device."""
     net.eval()
+    device = next(net.parameters()).device
     order = sorted(range(len(strips)), key=lambda i: strips[i].shape[1])
     results: list[torch.Tensor] = [torch.empty(0)] * len(strips)
     with torch.inference_mode():
         for start in range(0, len(order), _EVAL_BATCH_LINES):
             chunk = order[start : start + _EVAL_BATCH_LINES]
             batch, frames = batch_strips([strips[i] for i in chunk], net.frame_pixels)
-            logits = net(batch)
+            logits = net(batch.to(device)).cpu()
             for row, index in enumerate(chunk):
                 results[index] = logits[row, : int(frames[row])].clone()
     return results
@@ -209,16 +210,18 @@ def train_reader(
     train: LineSource,
     validation: Sequence[Line],
     config: ReaderConfig,
-    initial_state: Mapping[str, torch.Tensor] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None,
+    device: torch.device,
 ) -> tuple[LineReader, list[dict[str, float]], float]:
-    """Train for ``config.steps`` batches (from ``initial_state`` when given); keep the weights with the best
-    validation exact match."""
+    """Train for ``config.steps`` batches on ``device`` (from ``initial_state`` when given); keep the weights with
+    the best validation exact match. Lines are composed on the CPU; the network comes back on the CPU."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = LineReader(config.frame_pixels)
+    net = LineReader(config.frame_pixels, config.widths, config.hidden)
     if initial_state is not None:
         net.load_state_dict(initial_state)
+    net.to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
     history: list[dict[str, float]] = []
@@ -230,7 +233,7 @@ def train_reader(
         net.train()
         lines = next(batches)
         batch, frames = batch_strips([line.pixels for line in lines], net.frame_pixels)
-        loss = ctc_loss(net(_augment(batch, generator)), frames, [line.text for line in lines])
+        loss = ctc_loss(net(_augment(batch, generator).to(device)), frames, [line.text for line in lines])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
@@ -257,11 +260,12 @@ def train_reader(
             if score >= best_score:
                 best_state, best_score = copy.deepcopy(net.state_dict()), score
     net.load_state_dict(best_state)
-    return net, history, time.perf_counter() - started
+    return net.cpu(), history, time.perf_counter() - started
 
 
-def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -> dict[str, Any]:
-    """Train, calibrate and test the reader; publish it when ``store`` is given; return a summary."""
+def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None, device: torch.device) -> dict[str, Any]:
+    """Train (on ``device``), calibrate and test the reader; publish it when ``store`` is given; return a
+    summary."""
     run_start = time.perf_counter()
     pool = Subset(*load_mnist(data_dir, "train"))
     keep, held = stratified_split(pool.labels, config.validation_size, config.seed)
@@ -274,7 +278,7 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None) -
         if store is None:
             raise ValueError("starting from a published reader needs the store it is in")
         initial_state = published_state(store, config.init_from, config.seed)
-    net, history, seconds = train_reader(train, validation, config, initial_state)
+    net, history, seconds = train_reader(train, validation, config, initial_state, device)
     temperature = fit_string_temperature(read_logits(net, [line.pixels for line in validation]),
                                          [line.text for line in validation])  # fmt: skip
     test_source = LineSource(Subset(*load_mnist(data_dir, "test")), variation, config)

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=[*sorted(MODELS), READER_NAME],
         default=[*MODELS, READER_NAME],
-        help=f"what to train: digit classifiers and the line reader ({READER_NAME}, trained on the CPU)",
+        help=f"what to train: digit classifiers and the line reader ({READER_NAME})",
     )
     parser.add_argument(
         "--protocol",
@@ -375,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reader-init-from", metavar="NAME:VERSION", help="start the line reader from a published reader's weights"
     )
+    parser.add_argument(
+        "--reader-widths", type=int, nargs=4, metavar="C",
+        help=f"line reader convolution channels, four stages (default {' '.join(map(str, ReaderConfig().widths))})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reader-hidden", type=int, help=f"line reader LSTM units per direction (default {ReaderConfig().hidden})"
+    )
     parser.add_argument("--dry-run", "--quick", action="store_true", help="quick mode: 2,000 images, one epoch")
     parser.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     parser.add_argument("--metrics-out", type=Path, help="also write the summary as JSON here")
@@ -410,16 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish = not args.no_publish and (args.store is not None or not args.dry_run)
     store = ModelStore(args.store or DEFAULT_STORE) if publish else None
     data_dir = args.data_dir or default_data_dir()
-    summary: dict[str, Any] = {}
-    if configs:
-        try:
-            device = select_device(args.device)
-        except DeviceUnavailableError as exc:
-            raise SystemExit(f"--device cuda: {exc}") from None
-        summary = run(configs, data_dir, store, device)
+    try:
+        device = select_device(args.device)
+    except DeviceUnavailableError as exc:
+        raise SystemExit(f"--device cuda: {exc}") from None
+    summary: dict[str, Any] = run(configs, data_dir, store, device) if configs else {}
     if READER_NAME in args.models:
         reader_config = reader_config_from_args(args)
-        summary[READER_NAME] = {"config": reader_config.to_dict(), **run_reader(reader_config, data_dir, store)}
+        reader_summary = run_reader(reader_config, data_dir, store, device)
+        summary[READER_NAME] = {"config": reader_config.to_dict(), **reader_summary}
     if args.metrics_out:
         configs_dict = {name: config.to_dict() for name, config in configs.items()}
         args.metrics_out.write_text(json.dumps({"configs": configs_dict, **summary}, indent=2, default=float))
@@ -436,6 +442,8 @@ def reader_config_from_args(args: argparse.Namespace) -> ReaderConfig:
         "limit": args.limit,
         "lr": args.reader_lr,
         "init_from": args.reader_init_from,
+        "widths": tuple(args.reader_widths) if args.reader_widths else None,
+        "hidden": args.reader_hidden,
     }
     return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
 

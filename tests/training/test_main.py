@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from contract import ModelStore
+from contract.torchscript import load_torchscript
 from training.__main__ import main
 from training.data import default_data_dir
 
@@ -45,3 +46,19 @@ def test_dry_run_without_a_store_publishes_nothing(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     assert main(["--dry-run", "--models", "mlp", "--data-dir", str(default_data_dir())]) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_reader_is_sized_and_placed_by_the_command_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    size = ["--reader-widths", "8", "16", "16", "24", "--reader-hidden", "12"]
+    argv = ["--dry-run", "--models", "reader", "--device", "cpu", "--store", str(store), *size,
+            "--data-dir", str(default_data_dir())]  # fmt: skip
+
+    assert main(argv) == 0
+
+    manifest = ModelStore(store).read_manifest("reader", 1)
+    assert manifest.training_config["widths"] == [8, 16, 16, 24]
+    assert manifest.training_config["hidden"] == 12
+    weights = load_torchscript(ModelStore(store).read_verified("reader", 1).model_bytes).state_dict()
+    assert weights["features.0.weight"].shape[0] == 8
+    assert weights["rnn.weight_hh_l0"].shape == (4 * 12, 12)
