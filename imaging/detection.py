@@ -235,7 +235,8 @@ def _remove_horizontal_rules(mask: _Mask, found_in: _Mask) -> tuple[_Mask, _Mask
     """``mask`` and ``found_in`` without the near-horizontal straight lines of ``found_in``, found as peaks of its
     ink counted along every slope up to ``RULE_MAX_SLOPE`` (a Hough transform restricted to rows): a line at least
     ``RULE_MIN_LENGTH_FRACTION`` of the width long and at most ``RULE_MAX_THICKNESS_PIXELS`` thick. Each line's
-    rows are erased, so a digit written across it loses only those rows."""
+    rows are erased except where a stroke crosses them (:func:`_crossed`), so a digit written across it stays
+    whole."""
     height, width = found_in.shape
     ys, xs = np.nonzero(found_in)
     min_count = RULE_MIN_LENGTH_FRACTION * width
