@@ -8,6 +8,7 @@ and the service answers requests with this same function, so the two cannot disa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,8 @@ from contract.store import NUM_CLASSES
 
 BLANK = 0
 CTC_CLASSES = NUM_CLASSES + 1
+# The smallest path probability whose logarithm is taken (a long line's path can underflow to 0).
+_TINY = 1e-300
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,28 @@ class DecodedDigit:
 
 @dataclass(frozen=True)
 class DecodedLine:
-    """The digits read from one line and the probability of the best path (the whole string's confidence)."""
+    """The digits read from one line and the probability of the best path (every frame's most likely class)."""
 
     digits: list[DecodedDigit]
-    confidence: float
+    path_probability: float
 
     @property
     def text(self) -> str:
         return "".join(str(digit.label) for digit in self.digits)
+
+    def confidence(self, calibration: tuple[float, float] | None) -> float:
+        """The probability that the whole string is right: the path probability through the reader's
+        ``string_calibration`` (its manifest's), or the path probability itself when it has none.
+
+        The path probability multiplies every frame's, blanks included, so a right reading of a long line
+        rarely comes close to 1; the logistic map on its logarithm, fitted on validation lines, makes it a
+        probability a client can act on.
+        """
+        if calibration is None:
+            return self.path_probability
+        slope, intercept = calibration
+        log_probability = math.log(max(self.path_probability, _TINY))
+        return 1.0 / (1.0 + math.exp(-(slope * log_probability + intercept)))
 
 
 def greedy_decode(log_probs: torch.Tensor) -> DecodedLine:
@@ -73,7 +90,7 @@ def greedy_decode(log_probs: torch.Tensor) -> DecodedLine:
                 )
             )
         frame = end + 1
-    return DecodedLine(digits=digits, confidence=float(best_log_probs.sum().exp()))
+    return DecodedLine(digits=digits, path_probability=float(best_log_probs.sum().exp()))
 
 
 def encode_targets(text: str) -> list[int]:

@@ -141,6 +141,10 @@ class ModelCard(BaseModel):
     pass_threshold: float | None = Field(default=None, gt=0, lt=1)
     # Line readers only: input columns per output frame (versions published before the field existed used 4).
     frame_pixels: int = Field(default=4, gt=0)
+    # Line readers only: (slope, intercept) of the logistic map from the best path's log-probability (at the
+    # temperature) to the probability that the whole string is right, fitted on validation lines (Platt 1999).
+    # None (versions published before the field existed): the best path's probability itself.
+    string_calibration: tuple[float, float] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     data_checksums: dict[str, str] = Field(default_factory=dict)

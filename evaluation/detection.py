@@ -50,7 +50,8 @@ _THRESHOLDS = tuple(round(float(value), 2) for value in np.arange(0.0, 1.0, 0.05
 
 @dataclass(frozen=True)
 class Found:
-    """One box a reader kept (or proposed), what it read there and how confident it was."""
+    """One box a reader kept (or proposed), what it read there and how sure it was (the service's reader: its best
+    path probability, which the rule thresholds; EasyOCR: its own confidence)."""
 
     box: Box
     text: str
@@ -96,7 +97,8 @@ def read_with_service(
             [LineRequest(line=c.line, models=models, reader=reader, glyphs=c.glyphs) for c in candidates]
         )
         found = [
-            Found(c.box, r.text, r.confidence, r.digit_likeness) for c, r in zip(candidates, readings, strict=True)
+            Found(c.box, r.text, r.path_probability, r.digit_likeness)
+            for c, r in zip(candidates, readings, strict=True)
         ]
         results.append([f for f in found if f.text])
     return results, loaded.version
@@ -158,12 +160,12 @@ def score(pages: Sequence[Page], found: Sequence[Sequence[Found]], rule: NumberR
 def choose_rule(pages: Sequence[Page], found: Sequence[Sequence[Found]]) -> tuple[NumberRule, list[dict[str, float]]]:
     """The pair of thresholds with the best F1 of detection on ``pages`` (the lowest of equals), and the grid."""
     grid = []
-    for min_confidence in _THRESHOLDS:
+    for min_path_probability in _THRESHOLDS:
         for min_likeness in _THRESHOLDS:
-            scores = score(pages, found, NumberRule(min_confidence, min_likeness))
-            grid.append({"min_confidence": min_confidence, "min_digit_likeness": min_likeness, **scores})
-    best = max(grid, key=lambda row: (_f1(row), -row["min_confidence"], -row["min_digit_likeness"]))
-    return NumberRule(float(best["min_confidence"]), float(best["min_digit_likeness"])), grid
+            scores = score(pages, found, NumberRule(min_path_probability, min_likeness))
+            grid.append({"min_path_probability": min_path_probability, "min_digit_likeness": min_likeness, **scores})
+    best = max(grid, key=lambda row: (_f1(row), -row["min_path_probability"], -row["min_digit_likeness"]))
+    return NumberRule(float(best["min_path_probability"]), float(best["min_digit_likeness"])), grid
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "test_pages": len(test),
             "test_numbers": sum(len(p.numbers) for p in test),
         },
-        "rule": {"min_confidence": rule.min_confidence, "min_digit_likeness": rule.min_digit_likeness},
+        "rule": {"min_path_probability": rule.min_path_probability, "min_digit_likeness": rule.min_digit_likeness},
         "validation": score(validation, found_validation, rule),
         "validation_grid": grid,
         "readers": {
@@ -214,7 +216,8 @@ def markdown(results: dict[str, Any]) -> str:
     pages = results["pages"]
     lines = [
         f"Test: {pages['test_pages']} pages, {pages['test_numbers']} numbers of MNIST test digits. A candidate is a "
-        f"number when the reader's confidence reaches {results['rule']['min_confidence']:.2f} and its glyphs' digit "
+        f"number when the reader's best path probability reaches {results['rule']['min_path_probability']:.2f} and "
+        f"its glyphs' digit "
         f"likeness {results['rule']['min_digit_likeness']:.2f}, chosen on {pages['validation_pages']} validation "
         f"pages of the {pages['validation_digits']} MNIST training digits that neither the reader nor the check "
         f"trained on (detection F1 there {100 * _f1(results['validation']):.1f} %).",

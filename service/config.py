@@ -114,10 +114,11 @@ class Settings(BaseSettings):
     preprocess_timeout_s: float = Field(default=10.0, gt=0)
     # Refuses decompression bombs and bounds one decode near 160 MB (RGBA); admits a 24-megapixel photo.
     max_image_pixels: int = Field(default=25_000_000, gt=0)
-    # /detect keeps a candidate as a number when the reader's string confidence and the digit check's digit
-    # likeness of its glyphs (geometric mean) reach these; chosen together on validation pages of MNIST training
-    # digits neither model trained on (reports/detection.json, "rule"): printed words and clutter score below them.
-    detect_min_confidence: float = Field(default=0.15, ge=0, le=1)
+    # /detect keeps a candidate as a number when the reader's best path probability (before the string
+    # calibration) and the digit check's digit likeness of its glyphs (geometric mean) reach these; chosen together
+    # on validation pages of MNIST training digits neither model trained on (reports/detection.json, "rule"):
+    # printed words and clutter score below them.
+    detect_min_path_probability: float = Field(default=0.15, ge=0, le=1)
     detect_min_digit_likeness: float = Field(default=0.7, ge=0, le=1)
     # Camera streams whose newest frame /detect remembers (to skip overtaken frames), least recently seen out first.
     detect_max_streams: int = Field(default=1024, gt=0)

@@ -3,7 +3,8 @@
 :class:`LineBatchReader` is the batch function of ``/read``'s micro-batcher. Lines of different widths share one
 forward pass, zero-padded on the right to the widest (the reader was trained on such batches); each line's
 frames are then cut back to its own width, divided by the manifest's temperature and decoded greedily
-(:func:`contract.ctc.greedy_decode`). A digit's columns run from midway between its peak frame and its left
+(:func:`contract.ctc.greedy_decode`); the whole string's confidence is its best path's probability through the
+manifest's ``string_calibration``. A digit's columns run from midway between its peak frame and its left
 neighbour's to midway to its right neighbour's; its box is the ink there, mapped back to the uploaded image.
 """
 
@@ -52,10 +53,12 @@ class ReadDigit:
 
 @dataclass(frozen=True)
 class LineReading:
-    """The string read, its calibrated probability, its digits, the reader's version and the batch's size."""
+    """The string read, its calibrated probability, its best path's probability (``/detect``'s rule thresholds
+    it), its digits, the reader's version and the batch's size."""
 
     text: str
     confidence: float
+    path_probability: float
     digits: list[ReadDigit]
     reader: str
     version: int
@@ -130,7 +133,8 @@ class LineBatchReader:
             readings.append(
                 LineReading(
                     text=decoded.text,
-                    confidence=decoded.confidence,
+                    confidence=decoded.confidence(loaded.manifest.string_calibration),
+                    path_probability=decoded.path_probability,
                     digits=_place_digits(decoded, request.line, frame_pixels, request.with_digit_pngs),
                     reader=loaded.name,
                     version=loaded.version,

@@ -193,7 +193,10 @@ class ReadResponse(BaseModel):
     request_id: str
     text: str = Field(pattern=r"^[0-9]*$", description="the digits read, left to right")
     confidence: float = Field(
-        ge=0, le=1, description="confidence that the whole string is right (best CTC path, temperature-scaled)"
+        ge=0,
+        le=1,
+        description="probability that the whole string is right (the best CTC path's probability through the "
+        "reader's string calibration, fitted on validation lines)",
     )
     digits: list[ReadDigitResult] = Field(description="one per character of text, in the same order")
     model: ReaderInfo
@@ -345,7 +348,10 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
 class DetectedNumber(BaseModel):
     text: str = Field(pattern=r"^[0-9]+$", description="the digits read, left to right")
     confidence: float = Field(
-        ge=0, le=1, description="confidence that the whole string is right (best CTC path, temperature-scaled)"
+        ge=0,
+        le=1,
+        description="probability that the whole string is right (the best CTC path's probability through the "
+        "reader's string calibration, fitted on validation lines)",
     )
     box: list[float] = Field(
         min_length=4,

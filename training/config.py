@@ -115,7 +115,8 @@ class ReaderConfig:
     """The line reader's training run (see :mod:`training.reading`); saved in its manifest."""
 
     # Batches of composed lines; each batch is new lines, so there are no epochs. 2,400 steps of 48 lines is
-    # 115,200 lines (about 750,000 digits), about 13 minutes of one free CPU core (0.33 s a step).
+    # 115,200 lines (about 750,000 digits), about 13 minutes of one free CPU core (0.33 s a step). 0 with init_from
+    # calibrates a published reader's weights again and publishes them as the next version.
     steps: int = 2400
     batch_size: int = 48
     lr: float = 3e-3

@@ -77,6 +77,7 @@ def publish_model(
     signature: Signature = DIGIT_CLASSIFIER,
     pass_threshold: float | None = None,
     frame_pixels: int = 4,
+    string_calibration: tuple[float, float] | None = None,
 ) -> Manifest:
     """Script ``net``, check it against eager on ``check_images``, and publish it as the next version of ``name``."""
     scripted = to_torchscript(net)
@@ -91,6 +92,7 @@ def publish_model(
         temperature=temperature,
         pass_threshold=pass_threshold,
         frame_pixels=frame_pixels,
+        string_calibration=string_calibration,
         ensemble_weight=ensemble_weight,
         metrics={**metrics, "export_max_abs_diff": difference},
         training_config=dict(training_config),

@@ -170,12 +170,32 @@ def fit_string_temperature(logits: Sequence[torch.Tensor], truth: Sequence[str])
     best_temperature, best_loss = 1.0, math.inf
     for temperature in _TEMPERATURES:
         decoded = decode_all(logits, float(temperature))
-        confidence = np.clip([line.confidence for line in decoded], 1e-6, 1 - 1e-6)
+        confidence = np.clip([line.path_probability for line in decoded], 1e-6, 1 - 1e-6)
         correct = np.array([line.text == text for line, text in zip(decoded, truth, strict=True)])
         loss = float(-np.mean(np.where(correct, np.log(confidence), np.log1p(-confidence))))
         if loss < best_loss:
             best_temperature, best_loss = float(temperature), loss
     return best_temperature
+
+
+def fit_string_calibration(decoded: Sequence[DecodedLine], truth: Sequence[str]) -> tuple[float, float]:
+    """Logistic regression (Platt 1999) of "the string is right" on the log of each line's path probability: the
+    ``(slope, intercept)`` of :meth:`contract.ctc.DecodedLine.confidence`, by maximum likelihood."""
+    log_probability = torch.tensor([math.log(max(line.path_probability, 1e-300)) for line in decoded],
+                                   dtype=torch.float64)  # fmt: skip
+    right = torch.tensor([line.text == text for line, text in zip(decoded, truth, strict=True)], dtype=torch.float64)
+    weights = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(weights[0] * log_probability + weights[1], right)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    slope, intercept = weights.detach().tolist()
+    return float(slope), float(intercept)
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
@@ -190,7 +210,9 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     return total / max(len(conf), 1)
 
 
-def evaluate_lines(net: LineReader, lines: Sequence[Line], temperature: float) -> dict[str, Any]:
+def evaluate_lines(
+    net: LineReader, lines: Sequence[Line], temperature: float, calibration: tuple[float, float] | None = None
+) -> dict[str, Any]:
     logits = read_logits(net, [line.pixels for line in lines])
     decoded = decode_all(logits, temperature)
     predicted = [line.text for line in decoded]
@@ -202,7 +224,8 @@ def evaluate_lines(net: LineReader, lines: Sequence[Line], temperature: float) -
         **reading_metrics(predicted, truth),
         "touching": reading_metrics([predicted[i] for i in touching], [truth[i] for i in touching]),
         "apart": reading_metrics([predicted[i] for i in apart], [truth[i] for i in apart]),
-        "string_confidence_ece": expected_calibration_error([d.confidence for d in decoded], correct),
+        "string_confidence_ece": expected_calibration_error([d.confidence(calibration) for d in decoded], correct),
+        "path_probability_ece": expected_calibration_error([d.path_probability for d in decoded], correct),
     }
 
 
@@ -222,6 +245,8 @@ def train_reader(
     if initial_state is not None:
         net.load_state_dict(initial_state)
     net.to(device)
+    if config.steps == 0:
+        return net.cpu(), [], 0.0
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
     history: list[dict[str, float]] = []
@@ -274,18 +299,23 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None, d
     train = LineSource(train_digits, variation, config)
     validation = LineSource(pool.take(held), variation, config).lines(config.validation_lines, 1)
     initial_state = None
+    if config.steps == 0 and config.init_from is None:
+        raise ValueError("0 steps re-calibrates and republishes a published reader: name it with init_from")
     if config.init_from is not None:
         if store is None:
             raise ValueError("starting from a published reader needs the store it is in")
         initial_state = published_state(store, config.init_from, config.seed)
     net, history, seconds = train_reader(train, validation, config, initial_state, device)
-    temperature = fit_string_temperature(read_logits(net, [line.pixels for line in validation]),
-                                         [line.text for line in validation])  # fmt: skip
+    validation_logits = read_logits(net, [line.pixels for line in validation])
+    truth = [line.text for line in validation]
+    temperature = fit_string_temperature(validation_logits, truth)
+    calibration = fit_string_calibration(decode_all(validation_logits, temperature), truth)
     test_source = LineSource(Subset(*load_mnist(data_dir, "test")), variation, config)
     test = test_source.lines(config.validation_lines, 2)
     metrics: dict[str, Any] = {
-        "validation": evaluate_lines(net, validation, temperature),
-        "test_composed_mnist": evaluate_lines(net, test, temperature),
+        # The temperature and the string calibration are fitted on these lines: their ECE is in-sample.
+        "validation": evaluate_lines(net, validation, temperature, calibration),
+        "test_composed_mnist": evaluate_lines(net, test, temperature, calibration),
         "history": history,
         "train_seconds": seconds,
     }
@@ -294,9 +324,9 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None, d
         100 * metrics["test_composed_mnist"]["exact_match"], 100 * metrics["test_composed_mnist"]["digit_accuracy"],
         temperature, seconds,
     )  # fmt: skip
-    summary: dict[str, Any] = {"temperature": temperature, **metrics}
+    summary: dict[str, Any] = {"temperature": temperature, "string_calibration": calibration, **metrics}
     if store is not None:
-        manifest = publish_reader(store, net, test, temperature, metrics, config, data_dir)
+        manifest = publish_reader(store, net, test, (temperature, calibration), metrics, config, data_dir)
         summary.update(version=manifest.version, size_bytes=manifest.size_bytes)
     summary["wall_seconds"] = time.perf_counter() - run_start
     return summary
@@ -323,16 +353,18 @@ def publish_reader(
     store: ModelStore,
     net: LineReader,
     check_lines: Sequence[Line],
-    temperature: float,
+    calibration: tuple[float, tuple[float, float]],
     metrics: dict[str, Any],
     config: ReaderConfig,
     data_dir: Path,
 ) -> Manifest:
-    """Export with the parity check on a padded batch of test lines and publish as the next ``reader`` version."""
+    """Export with the parity check on a padded batch of test lines and publish as the next ``reader`` version
+    with its ``(temperature, string calibration)``."""
     check_batch, _ = batch_strips([line.pixels for line in check_lines[:64]], net.frame_pixels)
     return publish_model(
         store, READER_NAME, net, check_batch,
-        temperature=temperature, ensemble_weight=0.0, metrics=metrics, training_config=config.to_dict(),
+        temperature=calibration[0], string_calibration=calibration[1], ensemble_weight=0.0, metrics=metrics,
+        training_config=config.to_dict(),
         data_checksums=data_checksums(data_dir), commit=git_commit(Path(__file__).resolve().parent.parent),
         extra_files={}, signature=LINE_READER, frame_pixels=net.frame_pixels,
     )  # fmt: skip

@@ -369,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--limit", type=int, help="class-balanced cap on the training images")
     parser.add_argument(
-        "--reader-steps", type=int, help=f"line reader training batches (default {ReaderConfig().steps})"
+        "--reader-steps",
+        type=int,
+        help=f"line reader training batches (default {ReaderConfig().steps}; 0 with --reader-init-from: calibrate "
+        "that reader again and publish it as the next version)",
     )
     parser.add_argument("--reader-lr", type=float, help=f"line reader peak learning rate (default {ReaderConfig().lr})")
     parser.add_argument(

@@ -2,8 +2,10 @@
 
 The page is prepared in the preprocessing pool (:func:`imaging.detection.prepare_page` proposes lines of ink),
 every candidate goes through ``/read``'s line batcher and reader (its glyphs through the digit check), and a
-candidate is a number when the reader's string confidence reaches ``DIGITS_DETECT_MIN_CONFIDENCE`` and its glyphs'
-digit likeness ``DIGITS_DETECT_MIN_DIGIT_LIKENESS`` (:class:`NumberRule`). Frames of a camera stream (``stream``
+candidate is a number when the reader's best path probability reaches ``DIGITS_DETECT_MIN_PATH_PROBABILITY`` and
+its glyphs' digit likeness ``DIGITS_DETECT_MIN_DIGIT_LIKENESS`` (:class:`NumberRule`). The rule thresholds the
+path probability rather than the calibrated confidence the answer reports: the two rank candidates alike, and the
+rule was chosen on the former. Frames of a camera stream (``stream``
 and ``frame``) that a newer frame has overtaken are answered 409 without work (see :mod:`service.frames`).
 """
 
@@ -46,15 +48,16 @@ DetectDebugQuery = Annotated[
 
 @dataclass(frozen=True)
 class NumberRule:
-    """When a candidate's reading is a number: some digits, read with at least ``min_confidence``, whose glyphs
-    the digit check finds at least ``min_digit_likeness`` digit-like (not letters; passed when no check is served)."""
+    """When a candidate's reading is a number: some digits, read on a best path at least ``min_path_probability``
+    probable, whose glyphs the digit check finds at least ``min_digit_likeness`` digit-like (not letters; passed
+    when no check is served)."""
 
-    min_confidence: float
+    min_path_probability: float
     min_digit_likeness: float
 
-    def accepts(self, text: str, confidence: float, digit_likeness: float | None) -> bool:
+    def accepts(self, text: str, path_probability: float, digit_likeness: float | None) -> bool:
         likeness_ok = digit_likeness is None or digit_likeness >= self.min_digit_likeness
-        return bool(text) and confidence >= self.min_confidence and likeness_ok
+        return bool(text) and path_probability >= self.min_path_probability and likeness_ok
 
 
 async def _check_frame(state: AppState, stream: str | None, frame: int | None, *, admit: bool) -> None:
@@ -90,7 +93,7 @@ async def detect(
         LineRequest(line=c.line, models=snapshot, reader=reader, with_digit_pngs=debug, glyphs=c.glyphs)
         for c in page.candidates
     ]
-    rule = NumberRule(state.settings.detect_min_confidence, state.settings.detect_min_digit_likeness)
+    rule = NumberRule(state.settings.detect_min_path_probability, state.settings.detect_min_digit_likeness)
     readings = await state.line_batcher.submit_many(requests) if requests else []
     loaded = snapshot[reader]
     return DetectResponse(
@@ -103,7 +106,7 @@ async def detect(
                 digits=digit_results(reading),
             )
             for candidate, reading in zip(page.candidates, readings, strict=True)
-            if rule.accepts(reading.text, reading.confidence, reading.digit_likeness)
+            if rule.accepts(reading.text, reading.path_probability, reading.digit_likeness)
         ],
         candidates=len(page.candidates),
         model=ReaderInfo(name=loaded.name, version=loaded.version),

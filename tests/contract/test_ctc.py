@@ -35,9 +35,19 @@ def test_only_blanks_read_as_an_empty_string() -> None:
     assert decoded.digits == []
 
 
-def test_confidence_is_the_best_path_probability() -> None:
+def test_the_path_probability_multiplies_the_best_frames() -> None:
     decoded = greedy_decode(_frames([BLANK, 5, BLANK], peak=0.8))
-    assert decoded.confidence == pytest.approx(0.8**3, rel=1e-5)
+    assert decoded.path_probability == pytest.approx(0.8**3, rel=1e-5)
+
+
+def test_the_string_confidence_is_the_path_probability_through_the_calibration() -> None:
+    decoded = greedy_decode(_frames([BLANK, 5, BLANK], peak=0.8))
+    assert decoded.confidence(None) == decoded.path_probability
+    slope, intercept = 0.5, 2.0
+    expected = 1.0 / (1.0 + math.exp(-(slope * math.log(decoded.path_probability) + intercept)))
+    assert decoded.confidence((slope, intercept)) == pytest.approx(expected)
+    # A path too improbable to have a logarithm in floating point still gets a confidence, near 0.
+    assert greedy_decode(_frames([5] * 4000, peak=0.5)).confidence((1.0, 0.0)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_digit_probabilities_leave_out_the_blank_and_peak_at_the_best_frame() -> None:

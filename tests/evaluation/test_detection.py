@@ -38,7 +38,7 @@ def test_each_box_matches_at_most_one_number_and_reading_counts_only_when_found(
         Found((1, 0, 40, 20), "12", 0.9, 0.9),  # found, exact
         Found((0, 0, 41, 21), "12", 0.9, 0.9),  # the same number again: a false positive
         Found((100, 0, 111, 20), "1", 0.9, 0.9),  # found, misread
-        Found((0, 100, 60, 120), "345", 0.1, 0.9),  # below the confidence bar: not kept
+        Found((0, 100, 60, 120), "345", 0.1, 0.9),  # below the path probability bar: not kept
         Found((300, 300, 320, 320), "8", 0.9, 0.2),  # print-like: not kept
     ]
 
@@ -61,14 +61,14 @@ def test_the_rule_is_the_validation_optimum() -> None:
     rule, grid = choose_rule([page], [found])
 
     assert score([page], [found], rule)["precision"] == score([page], [found], rule)["recall"] == 1.0
-    assert rule.min_confidence <= 0.3 and 0.3 < rule.min_digit_likeness <= 0.8
+    assert rule.min_path_probability <= 0.3 and 0.3 < rule.min_digit_likeness <= 0.8
     assert len(grid) == 400
 
 
 @pytest.mark.slow
 def test_committed_reader_finds_and_reads_numbers_on_a_slice_of_the_test_pages() -> None:
     defaults = Settings.model_fields
-    rule = NumberRule(defaults["detect_min_confidence"].default, defaults["detect_min_digit_likeness"].default)
+    rule = NumberRule(defaults["detect_min_path_probability"].default, defaults["detect_min_digit_likeness"].default)
     pages = build_pages(Subset(*load_mnist(default_data_dir(), "test")), SLICE_PAGES, seed=2027)
 
     found, _version = read_with_service(pages, ModelStore(REPO_ROOT / "model_store"), "reader", "check")

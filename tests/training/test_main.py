@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from contract import ModelStore
 from contract.torchscript import load_torchscript
@@ -62,3 +63,12 @@ def test_the_reader_is_sized_and_placed_by_the_command_line(tmp_path: Path) -> N
     weights = load_torchscript(ModelStore(store).read_verified("reader", 1).model_bytes).state_dict()
     assert weights["features.0.weight"].shape[0] == 8
     assert weights["rnn.weight_hh_l0"].shape == (4 * 12, 12)
+    assert manifest.string_calibration is not None
+
+    # No steps from a published reader: the same weights, calibrated again, published as the next version.
+    assert main([*argv, "--reader-steps", "0", "--reader-init-from", "reader:1"]) == 0
+    again = ModelStore(store).read_verified("reader", 2)
+    assert again.manifest.training_config["steps"] == 0
+    assert again.manifest.string_calibration == manifest.string_calibration
+    rebuilt = load_torchscript(again.model_bytes).state_dict()
+    assert all(torch.equal(rebuilt[key], weights[key]) for key in weights)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from contract import LINE_READER, ModelStore
-from contract.ctc import CTC_CLASSES
+from contract.ctc import CTC_CLASSES, DecodedDigit, DecodedLine
 from training.export import publish_model
 from training.models import LineReader
 from training.reading import (
@@ -17,6 +17,7 @@ from training.reading import (
     ctc_loss,
     edit_distance,
     expected_calibration_error,
+    fit_string_calibration,
     fit_string_temperature,
     published_state,
     reading_metrics,
@@ -80,6 +81,24 @@ def test_an_overconfident_reader_gets_a_temperature_above_one() -> None:
     logits[2, 0], logits[2, 2] = -8.0, 8.0
     temperature = fit_string_temperature([logits] * 10, ["1"] * 5 + ["7"] * 5)
     assert temperature > 1.0
+
+
+def test_the_string_calibration_recovers_a_known_logistic_relation() -> None:
+    # Lines read as "1" whose path probabilities spread over 1e-6..1; each is right with probability
+    # sigmoid(0.4 log p + 1.5), drawn with a fixed seed.
+    rng = np.random.default_rng(0)
+    read_one = [DecodedDigit(label=1, peak_frame=0, first_frame=0, last_frame=0, probabilities=[0.0, 1.0] + [0.0] * 8)]
+    log_p = rng.uniform(np.log(1e-6), 0.0, 4000)
+    right = rng.uniform(size=4000) < 1.0 / (1.0 + np.exp(-(0.4 * log_p + 1.5)))
+    decoded = [DecodedLine(digits=read_one, path_probability=float(np.exp(v))) for v in log_p]
+
+    slope, intercept = fit_string_calibration(decoded, ["1" if r else "7" for r in right])
+
+    assert slope == pytest.approx(0.4, abs=0.06)
+    assert intercept == pytest.approx(1.5, abs=0.2)
+    confidence = [line.confidence((slope, intercept)) for line in decoded]
+    assert expected_calibration_error(confidence, right.tolist()) < 0.03
+    assert expected_calibration_error([line.path_probability for line in decoded], right.tolist()) > 0.2
 
 
 def test_a_run_can_start_from_a_published_readers_weights(tmp_path: Path) -> None:
