@@ -36,7 +36,7 @@ from imaging.lines import prepare_line
 from service.reading import LineBatchReader, LineRequest
 from service.registry import ModelSet, load_model
 from training.data import default_data_dir, load_mnist
-from training.reading import edit_distance
+from training.reading import edit_distance, expected_calibration_error
 from training.synthetic_lines import MAX_DIGITS, LineVariation, Spacing, compose_line, crop_glyph
 
 logger = logging.getLogger(__name__)
@@ -127,14 +127,15 @@ def build_test_set(data_dir: Path, usps_path: Path, mnist_lines: int, usps_lines
 # -- readers -------------------------------------------------------------------------------------------------
 
 
-def read_with_service(lines: Sequence[RenderedLine], store: ModelStore, reader: str) -> list[str]:
-    """What ``/read`` answers: the service's line preparation, the store's reader, the route's batch function.
-    A line the service refuses as empty reads as the empty string."""
+def read_with_service(lines: Sequence[RenderedLine], store: ModelStore, reader: str) -> list[tuple[str, float]]:
+    """What ``/read`` answers, text and whole-string confidence: the service's line preparation, the store's
+    reader, the route's batch function. A line the service refuses as empty reads as the empty string, with
+    confidence 0."""
     device = torch.device("cpu")
     loaded = load_model(store, reader, store.resolve(reader), device)
     models = ModelSet({reader: loaded})
     batch_reader = LineBatchReader(device)
-    texts: list[str] = []
+    answers: list[tuple[str, float]] = []
     for start in range(0, len(lines), _READ_BATCH_LINES):
         requests = []
         empty = set()
@@ -147,8 +148,22 @@ def read_with_service(lines: Sequence[RenderedLine], store: ModelStore, reader: 
             requests.append(LineRequest(line=prepared.line, models=models, reader=reader))
         readings = iter(batch_reader(requests)) if requests else iter(())
         chunk = lines[start : start + _READ_BATCH_LINES]
-        texts.extend("" if offset in empty else next(readings).text for offset in range(len(chunk)))
-    return texts
+        for offset in range(len(chunk)):
+            reading = None if offset in empty else next(readings)
+            answers.append(("", 0.0) if reading is None else (reading.text, reading.confidence))
+    return answers
+
+
+def confidence_calibration(lines: Sequence[RenderedLine], answers: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """How well the whole-string confidence predicts an exact reading: the expected calibration error over ten
+    equal-width bins, the mean confidence and the exact-match rate it should equal."""
+    confidence = [value for _text, value in answers]
+    right = [text == line.text for line, (text, _value) in zip(lines, answers, strict=True)]
+    return {
+        "ece": expected_calibration_error(confidence, right),
+        "mean_confidence": float(np.mean(confidence)),
+        "exact_match": float(np.mean(right)),
+    }
 
 
 def read_with_tesseract(lines: Sequence[RenderedLine]) -> list[str]:
@@ -317,8 +332,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ).tolist()
     subset = [lines[row] for row in chosen_rows]
     readers: dict[str, tuple[Sequence[RenderedLine], Callable[[Sequence[RenderedLine]], list[str]]]] = {}
+    calibration = None
+    service_ms_per_line = 0.0
     if not args.anchors_only:
-        readers[f"{args.reader} v{version}"] = (lines, lambda batch: read_with_service(batch, store, args.reader))
+        began = time.perf_counter()
+        answers = read_with_service(lines, store, args.reader)
+        service_ms_per_line = 1e3 * (time.perf_counter() - began) / len(lines)
+        calibration = confidence_calibration(lines, answers)
+        readers[f"{args.reader} v{version}"] = (lines, lambda _batch: [text for text, _value in answers])
     if not args.skip_anchors:
         readers["tesseract"] = (lines, lambda batch: cache.read("tesseract", batch, read_with_tesseract))
         readers["easyocr"] = (subset, lambda batch: cache.read("easyocr", batch, read_with_easyocr))
@@ -332,7 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if chosen is lines:
             results[name]["all"] = breakdown(lines, predicted)
         if name.startswith(args.reader):
-            results[name]["ms_per_line"] = 1e3 * seconds / len(lines)
+            results[name]["ms_per_line"] = service_ms_per_line
         overall = results[name]["easyocr_subset"]["overall"]
         logger.info(
             "%s on the EasyOCR subset: exact %.2f %%, digits %.2f %% (%.0f s)",
@@ -354,6 +375,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "easyocr": None if args.skip_anchors else _easyocr_version(),
         },
         "readers": results,
+        # The service reader's whole-string confidence on the whole set.
+        "confidence_calibration": calibration,
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -408,6 +431,14 @@ def markdown(results: dict[str, Any]) -> str:
     whole = readers[full[0]]["all"]
     confusions = ", ".join(f"{c['truth']}→{c['read']} ×{c['count']}" for c in whole["confusions"])
     lines += ["", f"{names[0]}'s commonest errors (truth→read): {confusions}.", ""]
+    calibration = results.get("confidence_calibration")
+    if calibration:
+        lines += [
+            f"{names[0]}'s whole-string confidence on the whole set: mean {_pct(calibration['mean_confidence'])} "
+            f"against {_pct(calibration['exact_match'])} of lines read exactly; expected calibration error "
+            f"{calibration['ece']:.3f}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
