@@ -17,8 +17,6 @@ from contract.store import NUM_CLASSES
 
 BLANK = 0
 CTC_CLASSES = NUM_CLASSES + 1
-# The smallest path probability whose logarithm is taken (a long line's path can underflow to 0).
-_TINY = 1e-300
 
 
 @dataclass(frozen=True)
@@ -39,14 +37,19 @@ class DecodedDigit:
 
 @dataclass(frozen=True)
 class DecodedLine:
-    """The digits read from one line and the probability of the best path (every frame's most likely class)."""
+    """The digits read from one line and the log-probability of the best path (every frame's most likely class;
+    kept as a logarithm because a long uncertain line's path probability underflows)."""
 
     digits: list[DecodedDigit]
-    path_probability: float
+    log_path_probability: float
 
     @property
     def text(self) -> str:
         return "".join(str(digit.label) for digit in self.digits)
+
+    @property
+    def path_probability(self) -> float:
+        return math.exp(self.log_path_probability)
 
     def confidence(self, calibration: tuple[float, float] | None) -> float:
         """The probability that the whole string is right: the path probability through the reader's
@@ -59,8 +62,12 @@ class DecodedLine:
         if calibration is None:
             return self.path_probability
         slope, intercept = calibration
-        log_probability = math.log(max(self.path_probability, _TINY))
-        return 1.0 / (1.0 + math.exp(-(slope * log_probability + intercept)))
+        logit = slope * self.log_path_probability + intercept
+        # The logistic function in the form that cannot overflow for either sign of the logit.
+        if logit >= 0:
+            return 1.0 / (1.0 + math.exp(-logit))
+        odds = math.exp(logit)
+        return odds / (1.0 + odds)
 
 
 def greedy_decode(log_probs: torch.Tensor) -> DecodedLine:
@@ -90,7 +97,7 @@ def greedy_decode(log_probs: torch.Tensor) -> DecodedLine:
                 )
             )
         frame = end + 1
-    return DecodedLine(digits=digits, path_probability=float(best_log_probs.sum().exp()))
+    return DecodedLine(digits=digits, log_path_probability=float(best_log_probs.double().sum()))
 
 
 def encode_targets(text: str) -> list[int]:

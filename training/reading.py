@@ -181,8 +181,7 @@ def fit_string_temperature(logits: Sequence[torch.Tensor], truth: Sequence[str])
 def fit_string_calibration(decoded: Sequence[DecodedLine], truth: Sequence[str]) -> tuple[float, float]:
     """Logistic regression (Platt 1999) of "the string is right" on the log of each line's path probability: the
     ``(slope, intercept)`` of :meth:`contract.ctc.DecodedLine.confidence`, by maximum likelihood."""
-    log_probability = torch.tensor([math.log(max(line.path_probability, 1e-300)) for line in decoded],
-                                   dtype=torch.float64)  # fmt: skip
+    log_probability = torch.tensor([line.log_path_probability for line in decoded], dtype=torch.float64)
     right = torch.tensor([line.text == text for line, text in zip(decoded, truth, strict=True)], dtype=torch.float64)
     weights = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")

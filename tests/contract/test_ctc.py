@@ -46,8 +46,15 @@ def test_the_string_confidence_is_the_path_probability_through_the_calibration()
     slope, intercept = 0.5, 2.0
     expected = 1.0 / (1.0 + math.exp(-(slope * math.log(decoded.path_probability) + intercept)))
     assert decoded.confidence((slope, intercept)) == pytest.approx(expected)
-    # A path too improbable to have a logarithm in floating point still gets a confidence, near 0.
-    assert greedy_decode(_frames([5] * 4000, peak=0.5)).confidence((1.0, 0.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_path_too_improbable_for_floating_point_still_gets_a_confidence() -> None:
+    # 4,000 frames at 0.5: a path probability of 2^-4000, which underflows even in double precision.
+    decoded = greedy_decode(_frames([5] * 4000, peak=0.5))
+    assert decoded.log_path_probability == pytest.approx(4000 * math.log(0.5), rel=1e-4)
+    assert decoded.path_probability == 0.0
+    assert decoded.confidence((1.16, 2.18)) == pytest.approx(0.0, abs=1e-300)
+    assert decoded.confidence((-1.0, 0.0)) == 1.0
 
 
 def test_digit_probabilities_leave_out_the_blank_and_peak_at_the_best_frame() -> None:

@@ -90,7 +90,7 @@ def test_the_string_calibration_recovers_a_known_logistic_relation() -> None:
     read_one = [DecodedDigit(label=1, peak_frame=0, first_frame=0, last_frame=0, probabilities=[0.0, 1.0] + [0.0] * 8)]
     log_p = rng.uniform(np.log(1e-6), 0.0, 4000)
     right = rng.uniform(size=4000) < 1.0 / (1.0 + np.exp(-(0.4 * log_p + 1.5)))
-    decoded = [DecodedLine(digits=read_one, path_probability=float(np.exp(v))) for v in log_p]
+    decoded = [DecodedLine(digits=read_one, log_path_probability=float(v)) for v in log_p]
 
     slope, intercept = fit_string_calibration(decoded, ["1" if r else "7" for r in right])
 
