@@ -217,8 +217,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Test: {pages['test_pages']} pages, {pages['test_numbers']} numbers of MNIST test digits. A candidate is a "
         f"number when the reader's best path probability reaches {results['rule']['min_path_probability']:.2f} and "
-        f"its glyphs' digit "
-        f"likeness {results['rule']['min_digit_likeness']:.2f}, chosen on {pages['validation_pages']} validation "
+        f"its glyphs' digit likeness {results['rule']['min_digit_likeness']:.2f}, chosen on "
+        f"{pages['validation_pages']} validation "
         f"pages of the {pages['validation_digits']} MNIST training digits that neither the reader nor the check "
         f"trained on (detection F1 there {100 * _f1(results['validation']):.1f} %).",
         "",

@@ -332,14 +332,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ).tolist()
     subset = [lines[row] for row in chosen_rows]
     readers: dict[str, tuple[Sequence[RenderedLine], Callable[[Sequence[RenderedLine]], list[str]]]] = {}
-    calibration = None
-    service_ms_per_line = 0.0
+    # The service's answers also carry each line's confidence, kept for its calibration below.
+    answers: list[tuple[str, float]] = []
+
+    def read_service(batch: Sequence[RenderedLine]) -> list[str]:
+        answers[:] = read_with_service(batch, store, args.reader)
+        return [text for text, _confidence in answers]
+
     if not args.anchors_only:
-        began = time.perf_counter()
-        answers = read_with_service(lines, store, args.reader)
-        service_ms_per_line = 1e3 * (time.perf_counter() - began) / len(lines)
-        calibration = confidence_calibration(lines, answers)
-        readers[f"{args.reader} v{version}"] = (lines, lambda _batch: [text for text, _value in answers])
+        readers[f"{args.reader} v{version}"] = (lines, read_service)
     if not args.skip_anchors:
         readers["tesseract"] = (lines, lambda batch: cache.read("tesseract", batch, read_with_tesseract))
         readers["easyocr"] = (subset, lambda batch: cache.read("easyocr", batch, read_with_easyocr))
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if chosen is lines:
             results[name]["all"] = breakdown(lines, predicted)
         if name.startswith(args.reader):
-            results[name]["ms_per_line"] = service_ms_per_line
+            results[name]["ms_per_line"] = 1e3 * seconds / len(lines)
         overall = results[name]["easyocr_subset"]["overall"]
         logger.info(
             "%s on the EasyOCR subset: exact %.2f %%, digits %.2f %% (%.0f s)",
@@ -376,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "readers": results,
         # The service reader's whole-string confidence on the whole set.
-        "confidence_calibration": calibration,
+        "confidence_calibration": confidence_calibration(lines, answers) if answers else None,
         "wall_seconds": time.perf_counter() - started,
     }
 

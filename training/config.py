@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from training.models import LineReader
+
 Protocol = Literal["standard", "seed"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["onecycle", "constant"]
@@ -141,8 +143,8 @@ class ReaderConfig:
     # The network's size (see training.models.LineReader): its four convolution stages' channels and the LSTM's
     # units per direction. The published readers use the defaults; a larger network trains several times slower a
     # batch, so it is for a GPU (--device cuda).
-    widths: tuple[int, int, int, int] = (24, 48, 96, 128)
-    hidden: int = 96
+    widths: tuple[int, int, int, int] = LineReader.WIDTHS
+    hidden: int = LineReader.HIDDEN
     # "name:version" of a published reader whose weights start this run (None: random initialisation), so a run
     # can continue where a shorter one stopped.
     init_from: str | None = None

@@ -325,7 +325,7 @@ def run_reader(config: ReaderConfig, data_dir: Path, store: ModelStore | None, d
     )  # fmt: skip
     summary: dict[str, Any] = {"temperature": temperature, "string_calibration": calibration, **metrics}
     if store is not None:
-        manifest = publish_reader(store, net, test, (temperature, calibration), metrics, config, data_dir)
+        manifest = publish_reader(store, net, test, temperature, calibration, metrics, config, data_dir)
         summary.update(version=manifest.version, size_bytes=manifest.size_bytes)
     summary["wall_seconds"] = time.perf_counter() - run_start
     return summary
@@ -352,17 +352,17 @@ def publish_reader(
     store: ModelStore,
     net: LineReader,
     check_lines: Sequence[Line],
-    calibration: tuple[float, tuple[float, float]],
+    temperature: float,
+    string_calibration: tuple[float, float],
     metrics: dict[str, Any],
     config: ReaderConfig,
     data_dir: Path,
 ) -> Manifest:
-    """Export with the parity check on a padded batch of test lines and publish as the next ``reader`` version
-    with its ``(temperature, string calibration)``."""
+    """Export with the parity check on a padded batch of test lines and publish as the next ``reader`` version."""
     check_batch, _ = batch_strips([line.pixels for line in check_lines[:64]], net.frame_pixels)
     return publish_model(
         store, READER_NAME, net, check_batch,
-        temperature=calibration[0], string_calibration=calibration[1], ensemble_weight=0.0, metrics=metrics,
+        temperature=temperature, string_calibration=string_calibration, ensemble_weight=0.0, metrics=metrics,
         training_config=config.to_dict(),
         data_checksums=data_checksums(data_dir), commit=git_commit(Path(__file__).resolve().parent.parent),
         extra_files={}, signature=LINE_READER, frame_pixels=net.frame_pixels,
