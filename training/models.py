@@ -1,10 +1,13 @@
-"""The network definitions (``nn.Module`` only): MLP, LeNet-5, a small CNN, and the input standardisation layer.
+"""The network definitions (``nn.Module`` only): MLP, LeNet-5, a small CNN, the line reader, an ensemble of
+networks as one, and the input standardisation layer.
 
 Every network takes standardised ``(N, 1, 28, 28)`` images and returns ``(N, 10)`` logits; :class:`Standardize`
 puts the MNIST mean/std inside the graph so the exported model takes raw ``[0, 1]`` pixels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -181,3 +184,19 @@ class LineReader(nn.Module):
         x, _ = self.rnn(x)  # (N, W/f, 2 * hidden)
         logits: torch.Tensor = self.classifier(x)  # (N, W/f, 11)
         return logits
+
+
+class MeanLogProbs(nn.Module):
+    """A deep ensemble (Lakshminarayanan et al. 2017) as one network: the members' log-softmax outputs, averaged.
+
+    The output is a log-probability (a valid logit for a temperature applied after it). Members trained from
+    different seeds disagree most on inputs unlike their training data, which is what an out-of-distribution
+    score needs; averaging them is exported and served as a single module.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.log_softmax(member(x), dim=1) for member in self.members]).mean(dim=0)
