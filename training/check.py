@@ -32,7 +32,7 @@ from torch import nn
 from contract import CHECK_CLASSES, DIGIT_CHECK, ModelStore
 from contract.ensemble import calibrated_log_probs
 from training.config import AugmentConfig, TrainConfig
-from training.data import Subset, balanced_subset, data_checksums, default_data_dir, load_splits
+from training.data import Splits, Subset, balanced_subset, data_checksums, default_data_dir, load_splits
 from training.export import git_commit, publish_model
 from training.metrics import fit_temperature
 from training.models import LeNet5, MeanLogProbs, SmallCNN, Standardize
@@ -131,22 +131,18 @@ def _glyph_uploads(name: str, fonts: Sequence[str], per_style: int, seed: int) -
     return _as_uploads(name, list(glyphs.astype(np.float32) / 255.0), per_style, NOT_A_DIGIT, seed)
 
 
-def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) -> CheckData:
-    """The check's images: MNIST's standard split for the digits, fresh synthetic draws for the rest.
+def _scaled(scale: float) -> Callable[[int], int]:
+    return lambda n: max(10, round(n * scale))
 
-    ``scale`` shrinks every count (the quick mode).
-    """
-    splits = load_splits(data_dir, dataclasses.replace(config, limit=None, eval_limit=None))
 
-    def count(n: int) -> int:
-        return max(10, round(n * scale))
-
+def _train_subset(splits: Splits, config: TrainConfig, scale: float) -> Subset:
+    count = _scaled(scale)
     train_digits = splits.train.take(balanced_subset(splits.train.labels, count(_TRAIN_COUNTS["digits"]), config.seed))
     source = splits.train.images.numpy()
     seed = config.seed * 100
     train_seed = seed + _TRAIN_DRAW_SEED
     number_uploads = count(_TRAIN_COUNTS["number_uploads"])
-    train = _subset(
+    return _subset(
         [
             ("digits", train_digits.images.numpy(), ONE_DIGIT),
             *_as_uploads("digits", source, count(_TRAIN_COUNTS["digit_uploads"]), ONE_DIGIT, train_seed),
@@ -172,13 +168,18 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
             ("scribbles", render_scribbles(count(_TRAIN_COUNTS["scribbles"]), seed + _TRAIN_DRAW_SEED), NOT_A_DIGIT),
         ]
     )
+
+
+def _validation_parts(splits: Splits, config: TrainConfig, scale: float) -> list[_Part]:
+    count = _scaled(scale)
+    seed = config.seed * 100
     validation_digits = splits.validation.images.numpy()
     if scale < 1.0:
         validation_digits = validation_digits[: count(len(validation_digits))]
     validation_seed = seed + _VALIDATION_DRAW_SEED
     validation_source = splits.validation.images.numpy()
     number_uploads = count(_VALIDATION_COUNTS["number_uploads"])
-    validation_parts = [
+    return [
         ("digits", validation_digits, ONE_DIGIT),
         *_as_uploads(
             "digits", validation_source, count(_VALIDATION_COUNTS["digit_uploads"]), ONE_DIGIT, validation_seed
@@ -219,11 +220,33 @@ def build_check_data(config: TrainConfig, data_dir: Path, scale: float = 1.0) ->
             validation_seed + 30,
         ),
     ]
-    return CheckData(
-        train=train,
-        validation=_subset(validation_parts),
-        validation_parts=[name for name, images, _ in validation_parts for _ in range(len(images))],
-    )
+
+
+def _splits(config: TrainConfig, data_dir: Path, split_seed: int | None) -> Splits:
+    seed = config.seed if split_seed is None else split_seed
+    return load_splits(data_dir, dataclasses.replace(config, seed=seed, limit=None, eval_limit=None))
+
+
+def build_check_validation(
+    config: TrainConfig, data_dir: Path, scale: float = 1.0, split_seed: int | None = None
+) -> tuple[Subset, list[str]]:
+    """The check's validation images (MNIST's held-out split, synthetic draws unlike the training draws, glyphs in
+    :data:`training.negatives.VALIDATION_FONTS`) and, per image, the part it was drawn as."""
+    parts = _validation_parts(_splits(config, data_dir, split_seed), config, scale)
+    return _subset(parts), [name for name, images, _ in parts for _ in range(len(images))]
+
+
+def build_check_data(
+    config: TrainConfig, data_dir: Path, scale: float = 1.0, split_seed: int | None = None
+) -> CheckData:
+    """The check's images: MNIST's standard split for the digits, fresh synthetic draws for the rest.
+
+    ``config.seed`` seeds the draws and the digit subset; ``split_seed`` (default the same) chooses the digits held
+    out for validation, so the members of one ensemble can share them. ``scale`` shrinks every count (the quick
+    mode).
+    """
+    validation, parts = build_check_validation(config, data_dir, scale, split_seed)
+    return CheckData(_train_subset(_splits(config, data_dir, split_seed), config, scale), validation, parts)
 
 
 # The check's backbones: LeNet-5 (0.4 M multiply-adds per image), the digit CNN (about 35 times as many) and the
@@ -324,6 +347,31 @@ def part_rates(scores: torch.Tensor, labels: torch.Tensor, parts: Sequence[str],
     return {name: float(right[torch.from_numpy(names == name)].double().mean()) for name in dict.fromkeys(parts)}
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A check's temperature and pass threshold, and its validation figures at that threshold."""
+
+    temperature: float
+    threshold: float
+    validation: dict[str, Any]
+
+
+def calibrate(logits: torch.Tensor, validation: Subset, parts: Sequence[str]) -> Calibration:
+    """Fit the temperature on the validation logits, choose the threshold that passes :data:`VALIDATION_PASS_RATE`
+    of its digits, and measure: accuracy, the rates at the threshold (overall and per part) and the trade-off."""
+    temperature = fit_temperature(logits, validation.labels)
+    scores = pass_probabilities(logits, temperature)
+    threshold = choose_threshold(scores[validation.labels == ONE_DIGIT])
+    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
+    figures = {
+        "accuracy": _accuracy(logits, validation.labels),
+        "at_threshold": trade_off(scores, validation.labels, [threshold])[0],
+        "parts": part_rates(scores, validation.labels, parts, threshold),
+        "trade_off": trade_off(scores, validation.labels, thresholds),
+    }
+    return Calibration(temperature, threshold, figures)
+
+
 def run_check(
     config: TrainConfig,
     data_dir: Path,
@@ -343,25 +391,20 @@ def run_check(
     histories: list[list[dict[str, float]]] = []
     for offset in range(members):
         member_config = dataclasses.replace(config, seed=config.seed + offset)
-        data = first if offset == 0 else build_check_data(member_config, data_dir, scale)
+        # Every member holds out the first seed's validation digits: the calibration below must see none they
+        # trained on.
+        data = first if offset == 0 else build_check_data(member_config, data_dir, scale, split_seed=config.seed)
         logger.info("check seed %d: %d training images", member_config.seed, len(data.train))
         net, history = train_check(member_config, data, device, network)
         nets.append(net)
         histories.append(history)
     model = nets[0] if members == 1 else MeanLogProbs(nets).eval()
     validation_data = first.validation
-    logits = predict_logits(model, validation_data.images, device)
-    temperature = fit_temperature(logits, validation_data.labels)
-    scores = pass_probabilities(logits, temperature)
-    threshold = choose_threshold(scores[validation_data.labels == ONE_DIGIT])
-    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
-    at_threshold = trade_off(scores, validation_data.labels, [threshold])[0]
-    validation = {
-        "accuracy": _accuracy(logits, validation_data.labels),
-        "at_threshold": at_threshold,
-        "parts": part_rates(scores, validation_data.labels, first.validation_parts, threshold),
-        "trade_off": trade_off(scores, validation_data.labels, thresholds),
-    }
+    calibration = calibrate(
+        predict_logits(model, validation_data.images, device), validation_data, first.validation_parts
+    )
+    temperature, threshold, validation = calibration.temperature, calibration.threshold, calibration.validation
+    at_threshold = validation["at_threshold"]
     member_records = [{"seed": config.seed + offset, "history": history} for offset, history in enumerate(histories)]
     summary: dict[str, Any] = {
         "network": network,

@@ -20,6 +20,7 @@ from training.check import (
     build_check_network,
     check_config,
     choose_threshold,
+    part_rates,
     run_check,
     trade_off,
 )
@@ -54,20 +55,34 @@ def test_trade_off_counts_passes_and_flags_per_class() -> None:
     assert row == {"threshold": 0.5, "digits_passed": 2 / 3, "several_flagged": 0.5, "not_digit_flagged": 1.0}
 
 
+def test_part_rates_count_passes_for_digits_and_flags_for_the_rest() -> None:
+    scores = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3])
+    labels = torch.tensor([ONE_DIGIT, ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT, NOT_A_DIGIT])
+    parts = ["digits", "digits", "numbers", "letters", "letters"]
+
+    assert part_rates(scores, labels, parts, threshold=0.5) == {"digits": 0.5, "numbers": 0.0, "letters": 1.0}
+
+
 def test_check_data_holds_every_kind_for_training_and_validation() -> None:
     data = build_check_data(check_config(seed=0), default_data_dir(), scale=0.01)
 
     for subset in (data.train, data.validation):
         assert subset.images.shape[1:] == (28, 28) and subset.images.dtype == torch.uint8
         assert set(subset.labels.tolist()) == {ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT}
+    assert len(data.validation_parts) == len(data.validation)
+    assert {"digits, bilevel", "letters, unseen faces", "glyphs, unseen faces, photo"} <= set(data.validation_parts)
 
 
-def test_short_run_publishes_a_calibrated_digit_check(tmp_path: Path) -> None:
+def test_short_run_publishes_a_calibrated_ensemble_of_checks(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
-    config = dataclasses.replace(check_config(seed=0), epochs=1)
+    config = dataclasses.replace(check_config(seed=3), epochs=1)
 
-    summary = run_check(config, default_data_dir(), store, torch.device("cpu"), scale=0.01)
+    summary = run_check(config, default_data_dir(), store, torch.device("cpu"), scale=0.01, members=2)
     assert summary["network"] == "cnn"
+    assert [member["seed"] for member in summary["members"]] == [3, 4]
+    assert set(summary["validation"]["parts"]) == set(
+        build_check_data(config, default_data_dir(), 0.01).validation_parts
+    )
 
     verified = store.read_verified(STORE_NAME, 1)
     manifest = verified.manifest
@@ -79,3 +94,8 @@ def test_short_run_publishes_a_calibrated_digit_check(tmp_path: Path) -> None:
     with torch.inference_mode():
         logits = load_torchscript(verified.model_bytes)(torch.zeros(2, 1, 28, 28))
     assert logits.shape == (2, len(CHECK_CLASSES))
+
+
+def test_a_check_needs_a_member() -> None:
+    with pytest.raises(ValueError, match="at least one member"):
+        run_check(check_config(seed=0), default_data_dir(), None, torch.device("cpu"), scale=0.01, members=0)

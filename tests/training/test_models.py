@@ -1,4 +1,4 @@
-"""The three architectures: the input/output contract, LeNet-5's topology and the standardisation layer."""
+"""The architectures: the input/output contract, LeNet-5's topology, the standardisation layer and the ensemble."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import torch
 from torch import nn
 
 from contract import IMAGE_SIZE, NUM_CLASSES
-from training.models import LENET_INPUT_SIZE, MNIST_MEAN, MNIST_STD, MODELS, LeNet5, SmallCNN, Standardize
+from contract.torchscript import load_torchscript, to_torchscript
+from training.models import (
+    LENET_INPUT_SIZE,
+    MNIST_MEAN,
+    MNIST_STD,
+    MODELS,
+    LeNet5,
+    MeanLogProbs,
+    SmallCNN,
+    Standardize,
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -41,3 +51,20 @@ def test_small_cnn_stays_small_enough_for_cpu_serving() -> None:
 def test_standardize_uses_the_mnist_statistics() -> None:
     x = torch.tensor([MNIST_MEAN, MNIST_MEAN + MNIST_STD])
     assert torch.allclose(Standardize()(x), torch.tensor([0.0, 1.0]))
+
+
+def test_ensemble_averages_its_members_log_probabilities_and_scripts_as_one_module() -> None:
+    torch.manual_seed(0)
+    members = [SmallCNN(num_classes=3).eval(), SmallCNN(num_classes=3).eval()]
+    ensemble = MeanLogProbs(members).eval()
+    x = torch.rand(5, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+    with torch.inference_mode():
+        expected = (torch.log_softmax(members[0](x), 1) + torch.log_softmax(members[1](x), 1)) / 2
+        output = ensemble(x)
+        scripted = load_torchscript(to_torchscript(ensemble))(x)
+
+    assert torch.allclose(output, expected)
+    assert torch.allclose(scripted, expected, atol=1e-6)
+    # A geometric mean of distributions: each row's probabilities sum to at most 1.
+    assert bool((output.exp().sum(dim=1) <= 1 + 1e-6).all())
