@@ -199,4 +199,10 @@ class MeanLogProbs(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.log_softmax(member(x), dim=1) for member in self.members]).mean(dim=0)
+        if torch.jit.is_scripting():  # type: ignore[attr-defined]
+            # Scripted, the members run side by side on the inter-op threads.
+            futures = [torch.jit.fork(member, x) for member in self.members]  # type: ignore[no-untyped-call]
+            outputs = [torch.jit.wait(future) for future in futures]  # type: ignore[no-untyped-call]
+        else:
+            outputs = [member(x) for member in self.members]
+        return torch.stack([torch.log_softmax(output, dim=1) for output in outputs]).mean(dim=0)

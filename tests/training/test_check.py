@@ -16,6 +16,7 @@ from training.check import (
     ONE_DIGIT,
     SEVERAL_DIGITS,
     STORE_NAME,
+    CheckData,
     build_check_data,
     build_check_network,
     check_config,
@@ -71,6 +72,20 @@ def test_check_data_holds_every_kind_for_training_and_validation() -> None:
         assert set(subset.labels.tolist()) == {ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT}
     assert len(data.validation_parts) == len(data.validation)
     assert {"digits, bilevel", "letters, unseen faces", "glyphs, unseen faces, photo"} <= set(data.validation_parts)
+
+
+def test_members_hold_out_the_first_seeds_validation_digits() -> None:
+    first = build_check_data(check_config(seed=0), default_data_dir(), scale=0.01)
+    member = build_check_data(check_config(seed=1), default_data_dir(), scale=0.01, split_seed=0)
+    own_split = build_check_data(check_config(seed=1), default_data_dir(), scale=0.01)
+
+    def held_digits(data: CheckData) -> torch.Tensor:
+        return data.validation.images[: data.validation_parts.count("digits")]
+
+    assert torch.equal(held_digits(member), held_digits(first))
+    assert not torch.equal(held_digits(own_split), held_digits(first))
+    # The member's own draws still differ from the first seed's.
+    assert not torch.equal(member.train.images[:100], first.train.images[:100])
 
 
 def test_short_run_publishes_a_calibrated_ensemble_of_checks(tmp_path: Path) -> None:

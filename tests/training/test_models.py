@@ -62,9 +62,11 @@ def test_ensemble_averages_its_members_log_probabilities_and_scripts_as_one_modu
     with torch.inference_mode():
         expected = (torch.log_softmax(members[0](x), 1) + torch.log_softmax(members[1](x), 1)) / 2
         output = ensemble(x)
-        scripted = load_torchscript(to_torchscript(ensemble))(x)
+        scripted_module = load_torchscript(to_torchscript(ensemble))
+        scripted = scripted_module(x)
 
     assert torch.allclose(output, expected)
     assert torch.allclose(scripted, expected, atol=1e-6)
+    assert "prim::fork" in str(scripted_module.graph)  # the members run side by side when scripted
     # A geometric mean of distributions: each row's probabilities sum to at most 1.
     assert bool((output.exp().sum(dim=1) <= 1 + 1e-6).all())
