@@ -5,11 +5,11 @@ MNIST training digits (as they are, re-rendered in every upload style of
 :data:`training.upload_styles.CHECK_STYLES` and printed in the training fonts) as "one digit", numbers composed of
 2-5 training digits (as they are and as uploads) as "several digits", and letters, symbols and scribbles (some of
 the glyphs as uploads) as "not a digit", all canonicalised as the service canonicalises uploads and warped like
-the digit models' training batches. The published check is a deep ensemble of :data:`CHECK_MEMBERS` such networks
-from consecutive seeds, each on its own draw of synthetic images (:class:`training.models.MeanLogProbs`). Its
-temperature and pass threshold are chosen on the first seed's validation split (MNIST's held-out 5,000 digits, some
-re-rendered as uploads, and negatives from other random draws), and the model is published into the store as kind
-``digit_check``. ``python -m training.check`` trains and publishes.
+the digit models' training batches. ``--members N`` trains N such networks from consecutive seeds, each on its
+own draw of synthetic images, and publishes their average (:class:`training.models.MeanLogProbs`, a deep
+ensemble). The temperature and pass threshold are chosen on the (first) seed's validation split (MNIST's held-out
+5,000 digits, some re-rendered as uploads, and negatives from other random draws), and the model is published into
+the store as kind ``digit_check``. ``python -m training.check`` trains and publishes.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from training.negatives import (
     LETTERS,
     SYMBOLS,
     TRAIN_FONTS,
-    VALIDATION_FONTS,
     compose_numbers,
     number_inks,
     render_glyphs,
@@ -53,10 +52,8 @@ logger = logging.getLogger(__name__)
 
 ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT = range(len(CHECK_CLASSES))
 STORE_NAME = "check"
-# The validation digits that must pass. The held-out bar is 99 % in each of 21 upload categories of 400 images:
-# at a true 99.5 % a category measures below it 5 % of the time (5 or more refusals where 2 are expected), so one
-# of the 21 fails by chance alone; at 99.7 % all 21 pass 85 % of the time (binomial).
-VALIDATION_PASS_RATE = 0.997
+# The validation digits that must pass: above the held-out bar of 99 % so that unseen writers keep a margin.
+VALIDATION_PASS_RATE = 0.995
 # Images per kind. Digits are subsampled (class-balanced) so the three kinds weigh about the same; the
 # "uploads" counts are per upload style.
 _TRAIN_COUNTS = {
@@ -76,8 +73,6 @@ _VALIDATION_COUNTS = {
     "glyphs": 1_000,
     "glyph_uploads": 100,
     "scribbles": 1_000,
-    "unseen_faces": 1_000,
-    "unseen_face_uploads": 150,
 }
 # Seeds of the synthetic draws: validation draws differ from training draws.
 _TRAIN_DRAW_SEED = 1
@@ -88,10 +83,10 @@ _VALIDATION_DRAW_SEED = 2
 CHECK_AUGMENT = AugmentConfig(shear_deg=8.0, stroke_prob=0.3)
 # Ten epochs over ~93k images: the validation accuracy has levelled off by then (see the manifest).
 CHECK_EPOCHS = 10
-# Networks in the published check. On the validation split, with 99.7 % of its digits passing, three members flag
-# 95.3 % of letters and symbols in three faces no network saw and 99.4 % of numbers; each member alone 92.7-94.6 %
-# and 98.9-99.2 % (reports/training/check_v4.json and check_members.json).
-CHECK_MEMBERS = 3
+# Networks in the published check. Three (seeds 0-2) were tried and not published: on validation they flagged
+# 94.4 % of letters, symbols and scribbles where each alone flagged 92.4-94.1 %, for three times the cost, and on
+# held-out images they did not lift the one category below its bar (reports/check_ensemble_unpublished.json).
+CHECK_MEMBERS = 1
 
 
 @dataclass(frozen=True)
@@ -203,37 +198,12 @@ def _validation_parts(splits: Splits, config: TrainConfig, scale: float) -> list
         ),
         *_glyph_uploads("glyphs", TRAIN_FONTS, count(_VALIDATION_COUNTS["glyph_uploads"]), validation_seed + 10),
         ("scribbles", render_scribbles(count(_VALIDATION_COUNTS["scribbles"]), validation_seed), NOT_A_DIGIT),
-        *(
-            (
-                f"{kind}, unseen faces",
-                render_glyphs(
-                    count(_VALIDATION_COUNTS["unseen_faces"]), VALIDATION_FONTS, characters, validation_seed + offset
-                ),
-                NOT_A_DIGIT,
-            )
-            for offset, (kind, characters) in enumerate((("letters", LETTERS), ("symbols", SYMBOLS)), start=20)
-        ),
-        *_glyph_uploads(
-            "glyphs, unseen faces",
-            VALIDATION_FONTS,
-            count(_VALIDATION_COUNTS["unseen_face_uploads"]),
-            validation_seed + 30,
-        ),
     ]
 
 
 def _splits(config: TrainConfig, data_dir: Path, split_seed: int | None) -> Splits:
     seed = config.seed if split_seed is None else split_seed
     return load_splits(data_dir, dataclasses.replace(config, seed=seed, limit=None, eval_limit=None))
-
-
-def build_check_validation(
-    config: TrainConfig, data_dir: Path, scale: float = 1.0, split_seed: int | None = None
-) -> tuple[Subset, list[str]]:
-    """The check's validation images (MNIST's held-out split, synthetic draws unlike the training draws, glyphs in
-    :data:`training.negatives.VALIDATION_FONTS`) and, per image, the part it was drawn as."""
-    parts = _validation_parts(_splits(config, data_dir, split_seed), config, scale)
-    return _subset(parts), [name for name, images, _ in parts for _ in range(len(images))]
 
 
 def build_check_data(
@@ -245,8 +215,10 @@ def build_check_data(
     out for validation, so the members of one ensemble can share them. ``scale`` shrinks every count (the quick
     mode).
     """
-    validation, parts = build_check_validation(config, data_dir, scale, split_seed)
-    return CheckData(_train_subset(_splits(config, data_dir, split_seed), config, scale), validation, parts)
+    splits = _splits(config, data_dir, split_seed)
+    parts = _validation_parts(splits, config, scale)
+    names = [name for name, images, _ in parts for _ in range(len(images))]
+    return CheckData(_train_subset(splits, config, scale), _subset(parts), names)
 
 
 # The check's backbones: LeNet-5 (0.4 M multiply-adds per image), the digit CNN (about 35 times as many) and the

@@ -41,8 +41,6 @@ TRAIN_FONTS = (
     "STIXGeneralItalic.ttf",
 )
 HELD_OUT_FONTS = ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "cmr10.ttf", "cmss10.ttf")
-# Faces in neither set, for validation: the held-out figures are on unseen lettering, so validation has some too.
-VALIDATION_FONTS = ("cmtt10.ttf", "cmti10.ttf", "STIXGeneralBolIta.ttf")
 
 # Glyphs and scribbles are drawn on a canvas of this side, ample for the 20-pixel box they are scaled into.
 _CANVAS_PIXELS = 96

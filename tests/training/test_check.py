@@ -71,7 +71,9 @@ def test_check_data_holds_every_kind_for_training_and_validation() -> None:
         assert subset.images.shape[1:] == (28, 28) and subset.images.dtype == torch.uint8
         assert set(subset.labels.tolist()) == {ONE_DIGIT, SEVERAL_DIGITS, NOT_A_DIGIT}
     assert len(data.validation_parts) == len(data.validation)
-    assert {"digits, bilevel", "letters, unseen faces", "glyphs, unseen faces, photo"} <= set(data.validation_parts)
+    assert {"digits", "digits, bilevel", "numbers, photo", "glyphs, thumbnail", "scribbles"} <= set(
+        data.validation_parts
+    )
 
 
 def test_members_hold_out_the_first_seeds_validation_digits() -> None:
