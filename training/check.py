@@ -120,10 +120,10 @@ def _as_uploads(name: str, images: np.ndarray | list[np.ndarray], per_style: int
     return parts
 
 
-def _glyph_uploads(name: str, fonts: Sequence[str], per_style: int, seed: int) -> list[_Part]:
-    """Letters and symbols in ``fonts``, sent as uploads: a bold or 1-bit pen is no sign of a digit."""
-    glyphs = render_glyphs(len(CHECK_STYLES) * per_style, fonts, LETTERS + SYMBOLS, seed)
-    return _as_uploads(name, list(glyphs.astype(np.float32) / 255.0), per_style, NOT_A_DIGIT, seed)
+def _glyph_uploads(per_style: int, seed: int) -> list[_Part]:
+    """Letters and symbols in the training fonts, sent as uploads: a bold or 1-bit pen is no sign of a digit."""
+    glyphs = render_glyphs(len(CHECK_STYLES) * per_style, TRAIN_FONTS, LETTERS + SYMBOLS, seed)
+    return _as_uploads("glyphs", list(glyphs.astype(np.float32) / 255.0), per_style, NOT_A_DIGIT, seed)
 
 
 def _scaled(scale: float) -> Callable[[int], int]:
@@ -159,7 +159,7 @@ def _train_subset(splits: Splits, config: TrainConfig, scale: float) -> Subset:
                 render_glyphs(count(_TRAIN_COUNTS["glyphs"]), TRAIN_FONTS, LETTERS + SYMBOLS, seed + _TRAIN_DRAW_SEED),
                 NOT_A_DIGIT,
             ),
-            *_glyph_uploads("glyphs", TRAIN_FONTS, count(_TRAIN_COUNTS["glyph_uploads"]), seed + _TRAIN_DRAW_SEED + 10),
+            *_glyph_uploads(count(_TRAIN_COUNTS["glyph_uploads"]), seed + _TRAIN_DRAW_SEED + 10),
             ("scribbles", render_scribbles(count(_TRAIN_COUNTS["scribbles"]), seed + _TRAIN_DRAW_SEED), NOT_A_DIGIT),
         ]
     )
@@ -196,7 +196,7 @@ def _validation_parts(splits: Splits, config: TrainConfig, scale: float) -> list
             render_glyphs(count(_VALIDATION_COUNTS["glyphs"]), TRAIN_FONTS, LETTERS + SYMBOLS, validation_seed),
             NOT_A_DIGIT,
         ),
-        *_glyph_uploads("glyphs", TRAIN_FONTS, count(_VALIDATION_COUNTS["glyph_uploads"]), validation_seed + 10),
+        *_glyph_uploads(count(_VALIDATION_COUNTS["glyph_uploads"]), validation_seed + 10),
         ("scribbles", render_scribbles(count(_VALIDATION_COUNTS["scribbles"]), validation_seed), NOT_A_DIGIT),
     ]
 
@@ -384,6 +384,7 @@ def run_check(
         "temperature": temperature,
         "pass_threshold": threshold,
         "validation": validation,
+        "train_images": len(first.train),
         "validation_images": len(validation_data),
         "train_seconds": sum(row["seconds"] for history in histories for row in history),
     }
