@@ -319,31 +319,6 @@ def part_rates(scores: torch.Tensor, labels: torch.Tensor, parts: Sequence[str],
     return {name: float(right[torch.from_numpy(names == name)].double().mean()) for name in dict.fromkeys(parts)}
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """A check's temperature and pass threshold, and its validation figures at that threshold."""
-
-    temperature: float
-    threshold: float
-    validation: dict[str, Any]
-
-
-def calibrate(logits: torch.Tensor, validation: Subset, parts: Sequence[str]) -> Calibration:
-    """Fit the temperature on the validation logits, choose the threshold that passes :data:`VALIDATION_PASS_RATE`
-    of its digits, and measure: accuracy, the rates at the threshold (overall and per part) and the trade-off."""
-    temperature = fit_temperature(logits, validation.labels)
-    scores = pass_probabilities(logits, temperature)
-    threshold = choose_threshold(scores[validation.labels == ONE_DIGIT])
-    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
-    figures = {
-        "accuracy": _accuracy(logits, validation.labels),
-        "at_threshold": trade_off(scores, validation.labels, [threshold])[0],
-        "parts": part_rates(scores, validation.labels, parts, threshold),
-        "trade_off": trade_off(scores, validation.labels, thresholds),
-    }
-    return Calibration(temperature, threshold, figures)
-
-
 def run_check(
     config: TrainConfig,
     data_dir: Path,
@@ -372,11 +347,18 @@ def run_check(
         histories.append(history)
     model = nets[0] if members == 1 else MeanLogProbs(nets).eval()
     validation_data = first.validation
-    calibration = calibrate(
-        predict_logits(model, validation_data.images, device), validation_data, first.validation_parts
-    )
-    temperature, threshold, validation = calibration.temperature, calibration.threshold, calibration.validation
-    at_threshold = validation["at_threshold"]
+    logits = predict_logits(model, validation_data.images, device)
+    temperature = fit_temperature(logits, validation_data.labels)
+    scores = pass_probabilities(logits, temperature)
+    threshold = choose_threshold(scores[validation_data.labels == ONE_DIGIT])
+    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
+    at_threshold = trade_off(scores, validation_data.labels, [threshold])[0]
+    validation = {
+        "accuracy": _accuracy(logits, validation_data.labels),
+        "at_threshold": at_threshold,
+        "parts": part_rates(scores, validation_data.labels, first.validation_parts, threshold),
+        "trade_off": trade_off(scores, validation_data.labels, thresholds),
+    }
     member_records = [{"seed": config.seed + offset, "history": history} for offset, history in enumerate(histories)]
     summary: dict[str, Any] = {
         "network": network,
