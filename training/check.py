@@ -230,6 +230,15 @@ def _splits(config: TrainConfig, data_dir: Path, split_seed: int | None) -> Spli
     return load_splits(data_dir, dataclasses.replace(config, seed=seed, limit=None, eval_limit=None))
 
 
+def build_check_validation(
+    config: TrainConfig, data_dir: Path, scale: float = 1.0, split_seed: int | None = None
+) -> tuple[Subset, list[str]]:
+    """The check's validation images (MNIST's held-out split, synthetic draws unlike the training draws) and, per
+    image, the part it was drawn as."""
+    parts = _validation_parts(_splits(config, data_dir, split_seed), config, scale)
+    return _subset(parts), [name for name, images, _ in parts for _ in range(len(images))]
+
+
 def build_check_data(
     config: TrainConfig, data_dir: Path, scale: float = 1.0, split_seed: int | None = None
 ) -> CheckData:
@@ -239,10 +248,8 @@ def build_check_data(
     out for validation, so the members of one ensemble can share them. ``scale`` shrinks every count (the quick
     mode).
     """
-    splits = _splits(config, data_dir, split_seed)
-    parts = _validation_parts(splits, config, scale)
-    names = [name for name, images, _ in parts for _ in range(len(images))]
-    return CheckData(_train_subset(splits, config, scale), _subset(parts), names)
+    validation, parts = build_check_validation(config, data_dir, scale, split_seed)
+    return CheckData(_train_subset(_splits(config, data_dir, split_seed), config, scale), validation, parts)
 
 
 # The check's backbones: LeNet-5 (0.4 M multiply-adds per image), the digit CNN (about 35 times as many) and the
@@ -343,6 +350,31 @@ def part_rates(scores: torch.Tensor, labels: torch.Tensor, parts: Sequence[str],
     return {name: float(right[torch.from_numpy(names == name)].double().mean()) for name in dict.fromkeys(parts)}
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A check's temperature and pass threshold, and its validation figures at that threshold."""
+
+    temperature: float
+    threshold: float
+    validation: dict[str, Any]
+
+
+def calibrate(logits: torch.Tensor, validation: Subset, parts: Sequence[str]) -> Calibration:
+    """Fit the temperature on the validation logits, choose the threshold that passes :data:`VALIDATION_PASS_RATE`
+    of its digits, and measure: accuracy, the rates at the threshold (overall and per part) and the trade-off."""
+    temperature = fit_temperature(logits, validation.labels)
+    scores = pass_probabilities(logits, temperature)
+    threshold = choose_threshold(scores[validation.labels == ONE_DIGIT])
+    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
+    figures = {
+        "accuracy": _accuracy(logits, validation.labels),
+        "at_threshold": trade_off(scores, validation.labels, [threshold])[0],
+        "parts": part_rates(scores, validation.labels, parts, threshold),
+        "trade_off": trade_off(scores, validation.labels, thresholds),
+    }
+    return Calibration(temperature, threshold, figures)
+
+
 def run_check(
     config: TrainConfig,
     data_dir: Path,
@@ -371,18 +403,11 @@ def run_check(
         histories.append(history)
     model = nets[0] if members == 1 else MeanLogProbs(nets).eval()
     validation_data = first.validation
-    logits = predict_logits(model, validation_data.images, device)
-    temperature = fit_temperature(logits, validation_data.labels)
-    scores = pass_probabilities(logits, temperature)
-    threshold = choose_threshold(scores[validation_data.labels == ONE_DIGIT])
-    thresholds = sorted({*np.linspace(0.05, 0.95, 19).round(2).tolist(), threshold})
-    at_threshold = trade_off(scores, validation_data.labels, [threshold])[0]
-    validation = {
-        "accuracy": _accuracy(logits, validation_data.labels),
-        "at_threshold": at_threshold,
-        "parts": part_rates(scores, validation_data.labels, first.validation_parts, threshold),
-        "trade_off": trade_off(scores, validation_data.labels, thresholds),
-    }
+    calibration = calibrate(
+        predict_logits(model, validation_data.images, device), validation_data, first.validation_parts
+    )
+    temperature, threshold, validation = calibration.temperature, calibration.threshold, calibration.validation
+    at_threshold = validation["at_threshold"]
     member_records = [{"seed": config.seed + offset, "history": history} for offset, history in enumerate(histories)]
     summary: dict[str, Any] = {
         "network": network,

@@ -11,6 +11,7 @@ import torch
 from contract import ModelStore
 from evaluation.digit_check import (
     DIGIT_PASS_BAR,
+    HELD_OUT_SEED,
     NOT_DIGIT_FLAG_BAR,
     SEVERAL_FLAG_BAR,
     Category,
@@ -72,6 +73,7 @@ def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -
     result = json.loads((tmp_path / "out" / "digit_check.json").read_text())
     assert (tmp_path / "out" / "digit_check.png").stat().st_size > 0
     assert result["check"] == {"name": "check", "version": 1, "threshold": CHECK_THRESHOLD}
+    assert result["draw"] == {"seed": HELD_OUT_SEED, "per_category": 4}
     assert set(result["right_reason"]) == {
         name for name, row in result["categories"].items() if row["kind"] != "one digit"
     }
