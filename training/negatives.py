@@ -16,6 +16,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import numpy.typing as npt
+from fontTools import agl
+from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from contract import IMAGE_SIZE
@@ -73,14 +75,29 @@ def _render(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
 
 
 @cache
+def _glyph_names(font_name: str) -> dict[int, str]:
+    names: dict[int, str] = TTFont(str(_font_dir() / font_name)).getBestCmap()
+    return names
+
+
+def _draws_itself(font_name: str, character: str) -> bool:
+    """Whether the font maps ``character`` to that character's own glyph (its Adobe Glyph List or ``uniXXXX``
+    name). matplotlib's Computer Modern fonts keep TeX's layout: there "<" is "¡", "£" is "Θ" and "¶" an acute
+    accent."""
+    code = ord(character)
+    return _glyph_names(font_name).get(code) in {agl.UV2AGL.get(code), f"uni{code:04X}", f"u{code:05X}"}
+
+
+@cache
 def glyphs_in(font_name: str, characters: str) -> tuple[str, ...]:
-    """The characters ``font_name`` really draws (not its missing-glyph box, not blank)."""
+    """The characters ``font_name`` really draws: as themselves, not as another glyph, its missing-glyph box or
+    nothing."""
     font = _font(font_name)
     missing = np.asarray(_render(_MISSING_GLYPH, font))
     drawn = []
     for character in characters:
         pixels = np.asarray(_render(character, font))
-        if pixels.any() and not np.array_equal(pixels, missing):
+        if _draws_itself(font_name, character) and pixels.any() and not np.array_equal(pixels, missing):
             drawn.append(character)
     return tuple(drawn)
 

@@ -17,7 +17,6 @@ from training.check import (
     SEVERAL_DIGITS,
     STORE_NAME,
     CheckData,
-    _style_counts,
     build_check_data,
     build_check_network,
     check_config,
@@ -69,13 +68,6 @@ def test_part_rates_count_passes_for_digits_and_flags_for_the_rest() -> None:
     parts = ["digits", "digits", "numbers", "letters", "letters"]
 
     assert part_rates(scores, labels, parts, threshold=0.5) == {"digits": 0.5, "numbers": 0.0, "letters": 1.0}
-
-
-def test_weighted_styles_get_more_of_every_kind() -> None:
-    assert _style_counts(10) == dict.fromkeys(CHECK_STYLES, 10)
-    weighted = _style_counts(10, {"bilevel": 3})
-    assert weighted["bilevel"] == 30
-    assert {count for style, count in weighted.items() if style != "bilevel"} == {10}
 
 
 def test_check_data_holds_every_kind_for_training_and_validation() -> None:

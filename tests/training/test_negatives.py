@@ -54,6 +54,14 @@ def test_held_out_fonts_are_other_families_and_draw_most_glyphs() -> None:
         assert len(glyphs_in(font, LETTERS)) >= 30
 
 
+def test_glyphs_drawn_as_other_characters_are_left_out() -> None:
+    # Computer Modern keeps TeX's layout: "<" is drawn as "¡", "£" as "Θ", "¶" as an acute accent (a stroke a
+    # reader takes for a 1).
+    assert glyphs_in("cmr10.ttf", "?<£¶A") == ("?", "A")
+    assert glyphs_in("cmtt10.ttf", "?<£¶A") == ("?", "<", "A")
+    assert glyphs_in("DejaVuSerif.ttf", SYMBOLS) == tuple(c for c in SYMBOLS if c not in "✓✗★")
+
+
 @pytest.mark.parametrize(
     "make",
     [
