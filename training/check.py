@@ -214,7 +214,11 @@ def build_check_validation(
 ) -> tuple[Subset, list[str]]:
     """The check's validation images (MNIST's held-out split, synthetic draws unlike the training draws) and, per
     image, the part it was drawn as."""
-    parts = _validation_parts(_splits(config, data_dir, split_seed), config, scale)
+    return _validation(_splits(config, data_dir, split_seed), config, scale)
+
+
+def _validation(splits: Splits, config: TrainConfig, scale: float) -> tuple[Subset, list[str]]:
+    parts = _validation_parts(splits, config, scale)
     return _subset(parts), [name for name, images, _ in parts for _ in range(len(images))]
 
 
@@ -227,8 +231,9 @@ def build_check_data(
     out for validation, so the members of one ensemble can share them. ``scale`` shrinks every count (the quick
     mode).
     """
-    validation, parts = build_check_validation(config, data_dir, scale, split_seed)
-    return CheckData(_train_subset(_splits(config, data_dir, split_seed), config, scale), validation, parts)
+    splits = _splits(config, data_dir, split_seed)
+    validation, parts = _validation(splits, config, scale)
+    return CheckData(_train_subset(splits, config, scale), validation, parts)
 
 
 # The check's backbones: LeNet-5 (0.4 M multiply-adds per image), the digit CNN (about 35 times as many) and the
