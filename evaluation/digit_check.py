@@ -6,7 +6,8 @@ photos, canvas drawings ... and sent through the service's preprocessing), numbe
 digits, letters and symbols in font families the check never saw, and scribbles from other random draws; the
 negatives are sent as uploads too (scans, phone photos, canvas drawings, :mod:`evaluation.renderings`). For each
 category it reports the share that passes (digits) or is flagged (the rest) at the published threshold, the bars,
-how often a flagged image's reason names its kind, and the trade-off over thresholds; beside it, the same
+how often a flagged image's reason names its kind, how often the ensemble reads a flagged digit right, and the
+trade-off over thresholds; beside it, the same
 operating point for the served ensemble's confidence, the score a client had before. ``python -m
 evaluation.digit_check`` writes ``reports/digit_check.json`` and ``reports/digit_check.png``.
 """
@@ -64,22 +65,24 @@ _THRESHOLDS = np.round(np.linspace(0.01, 0.99, 99), 2).tolist()
 
 @dataclass(frozen=True)
 class Category:
-    """Held-out images of one kind: ``kind`` is "one digit", "several digits" or "not a digit"."""
+    """Held-out images of one kind: ``kind`` is "one digit", "several digits" or "not a digit"; ``labels`` are the
+    digits' true classes (None for the other kinds)."""
 
     name: str
     kind: str
     images: npt.NDArray[np.uint8]
     refused: npt.NDArray[np.bool_]
+    labels: torch.Tensor | None = None
 
 
-def _canonical(name: str, kind: str, images: npt.NDArray[np.uint8]) -> Category:
-    return Category(name, kind, images, np.zeros(len(images), dtype=np.bool_))
+def _canonical(name: str, kind: str, images: npt.NDArray[np.uint8], labels: torch.Tensor | None = None) -> Category:
+    return Category(name, kind, images, np.zeros(len(images), dtype=np.bool_), labels)
 
 
-def _sent(name: str, kind: str, uploads: Sequence[bytes]) -> Category:
+def _sent(name: str, kind: str, uploads: Sequence[bytes], labels: torch.Tensor | None = None) -> Category:
     inputs, refused = prepare_uploads(uploads)
     images = (inputs.squeeze(1) * 255.0).round().to(torch.uint8).numpy()
-    return Category(name, kind, images, refused.numpy())
+    return Category(name, kind, images, refused.numpy(), labels)
 
 
 def _rendered(inks: Sequence[npt.NDArray[np.float32]], render: renderings.Rendering, seed: int) -> list[bytes]:
@@ -92,11 +95,11 @@ def held_out_categories(
 ) -> list[Category]:
     """The held-out images: MNIST test as it is (all 10,000), then at most ``per_category`` per category, drawn
     with ``seed``."""
-    mnist, _ = load_mnist(data_dir, "test")
+    mnist, mnist_labels = load_mnist(data_dir, "test")
     digits = mnist.numpy()
-    categories = [_canonical("MNIST test", "one digit", digits)]
+    categories = [_canonical("MNIST test", "one digit", digits, mnist_labels)]
     suite = build_suite(per_category, seed, data_dir, usps_path)
-    categories += [_sent(category.name, "one digit", category.uploads) for category in suite]
+    categories += [_sent(category.name, "one digit", category.uploads, category.labels) for category in suite]
     number_ink = number_inks(digits, per_category, seed)
     letters = render_glyphs(per_category, HELD_OUT_FONTS, LETTERS, seed)
     letter_ink = [image.astype(np.float32) / 255.0 for image in letters]
@@ -134,6 +137,20 @@ def right_reason(verdicts: Sequence[CheckResult], category: Category) -> float |
     return sum(reason == category.kind for reason in reasons) / len(reasons) if reasons else 0.0
 
 
+def flagged_read_right(
+    scores: torch.Tensor, readings: torch.Tensor, category: Category, threshold: float
+) -> float | None:
+    """Of a digit category's uploads that reach the models but are flagged, the share the ensemble reads right: high
+    means the check refuses good digits, low that it catches ones the models would misread. None for other kinds
+    and when nothing is flagged."""
+    if category.labels is None:
+        return None
+    flagged = (scores < threshold) & ~torch.from_numpy(category.refused)
+    if not flagged.any():
+        return None
+    return float((readings[flagged] == category.labels[flagged]).double().mean())
+
+
 def measure(
     categories: Sequence[Category], scores: Mapping[str, torch.Tensor], threshold: float, bars: bool
 ) -> dict[str, Any]:
@@ -165,7 +182,7 @@ def evaluate_check(
     threshold = check.manifest.pass_threshold or 0.5
     members = load_members(store, {}, select_device("cpu"))
     categories = held_out_categories(data_dir, usps_path, per_category, seed)
-    check_scores, ensemble_scores, reasons = {}, {}, {}
+    check_scores, ensemble_scores, reasons, read_right = {}, {}, {}, {}
     with torch.inference_mode():
         for category in categories:
             inputs = _inputs(category.images)
@@ -173,7 +190,9 @@ def evaluate_check(
             check_scores[category.name] = probabilities[:, ONE_DIGIT]
             reasons[category.name] = right_reason(check_results(check, probabilities), category)
             log_probs = [predict_log_probs(member, inputs) for member in members]
-            ensemble_scores[category.name] = combine(members, log_probs).max(dim=1).values
+            best, readings = combine(members, log_probs).max(dim=1)
+            ensemble_scores[category.name] = best
+            read_right[category.name] = flagged_read_right(check_scores[category.name], readings, category, threshold)
     # The ensemble's confidence at the operating point where it passes as many MNIST test digits as the check does.
     check_pass = _rate(check_scores["MNIST test"], categories[0].refused, "one digit", threshold)
     ensemble_threshold = choose_threshold(ensemble_scores["MNIST test"], check_pass)
@@ -183,6 +202,7 @@ def evaluate_check(
         "ensemble": {name: m.manifest.version for name, m in ((m.name, m) for m in members)},
         "categories": measure(categories, check_scores, threshold, bars=True),
         "right_reason": {name: share for name, share in reasons.items() if share is not None},
+        "flagged_digits_read_right": {name: share for name, share in read_right.items() if share is not None},
         "ensemble_confidence": {
             "threshold": ensemble_threshold,
             "categories": measure(categories, ensemble_scores, ensemble_threshold, bars=False),

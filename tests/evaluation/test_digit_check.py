@@ -15,6 +15,7 @@ from evaluation.digit_check import (
     NOT_DIGIT_FLAG_BAR,
     SEVERAL_FLAG_BAR,
     Category,
+    flagged_read_right,
     main,
     measure,
     right_reason,
@@ -62,6 +63,17 @@ def test_right_reason_is_the_share_of_flagged_images_given_their_own_kind() -> N
     assert right_reason(verdicts, _category("digits", "one digit", 4)) is None
 
 
+def test_flagged_read_right_is_the_share_of_flagged_digits_the_ensemble_reads_right() -> None:
+    refused = np.array([False, False, False, True])
+    digits = Category("digits", "one digit", np.zeros((4, 28, 28), dtype=np.uint8), refused, torch.tensor([1, 2, 3, 4]))
+    scores = torch.tensor([0.9, 0.1, 0.1, 0.1])  # the refused upload never reaches the models
+    readings = torch.tensor([1, 2, 7, 4])
+
+    assert flagged_read_right(scores, readings, digits, threshold=0.5) == 0.5
+    assert flagged_read_right(torch.ones(4), readings, digits, threshold=0.5) is None
+    assert flagged_read_right(scores, readings, _category("letters", "not a digit", 4), threshold=0.5) is None
+
+
 def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     for name in MODEL_NAMES:
@@ -76,6 +88,10 @@ def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -
     assert result["draw"] == {"seed": HELD_OUT_SEED, "per_category": 4}
     assert set(result["right_reason"]) == {
         name for name, row in result["categories"].items() if row["kind"] != "one digit"
+    }
+    # The stand-in check flags every digit, so every digit category reports how many of them the models read right.
+    assert set(result["flagged_digits_read_right"]) == {
+        name for name, row in result["categories"].items() if row["kind"] == "one digit"
     }
     kinds = {row["kind"] for row in result["categories"].values()}
     assert kinds == {"one digit", "several digits", "not a digit"}
