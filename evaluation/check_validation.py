@@ -21,15 +21,20 @@ import torch
 
 from contract import ModelStore
 from contract.torchscript import load_torchscript
-from training.check import STORE_NAME, VALIDATION_PASS_RATE, build_check_validation, calibrate, check_config
+from training.check import (
+    DRY_RUN_SCALE,
+    STORE_NAME,
+    VALIDATION_PASS_RATE,
+    build_check_validation,
+    calibrate,
+    check_config,
+)
 from training.data import default_data_dir
 from training.train import predict_logits
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("reports/training/check_validation.json")
-# ``--dry-run``: the share of the validation images the trainer's own dry run uses.
-DRY_RUN_SCALE = 0.05
 
 
 def compare_versions(store: ModelStore, versions: Sequence[int], data_dir: Path, scale: float = 1.0) -> dict[str, Any]:

@@ -85,7 +85,8 @@ def _draws_itself(font_name: str, character: str) -> bool:
     name). matplotlib's Computer Modern fonts keep TeX's layout: there "<" is "¡", "£" is "Θ" and "¶" an acute
     accent."""
     code = ord(character)
-    return _glyph_names(font_name).get(code) in {agl.UV2AGL.get(code), f"uni{code:04X}", f"u{code:05X}"}
+    name = _glyph_names(font_name).get(code)
+    return name is not None and name in {agl.UV2AGL.get(code), f"uni{code:04X}", f"u{code:05X}"}
 
 
 @cache
