@@ -20,6 +20,7 @@ from training.check import (
     build_check_data,
     build_check_network,
     check_config,
+    choose_part_threshold,
     choose_threshold,
     part_rates,
     run_check,
@@ -51,6 +52,19 @@ def test_threshold_lets_the_requested_share_of_digits_through() -> None:
 
     assert float((scores >= threshold).double().mean()) == pytest.approx(0.99, abs=1e-3)
     assert choose_threshold(scores, pass_rate=1.0) == pytest.approx(0.001)
+
+
+def test_part_threshold_is_set_by_the_weakest_kind_of_digit() -> None:
+    # 100 plain digits scoring 0.5-1.0 and 100 1-bit digits scoring 0.01-1.0; the numbers' low scores do not count.
+    scores = torch.cat([torch.linspace(0.5, 1.0, 100), torch.linspace(0.01, 1.0, 100), torch.full((10,), 0.001)])
+    labels = torch.cat([torch.full((200,), ONE_DIGIT), torch.full((10,), SEVERAL_DIGITS)])
+    parts = ["digits"] * 100 + ["digits, bilevel"] * 100 + ["numbers"] * 10
+
+    threshold = choose_part_threshold(scores, labels, parts, pass_rate=0.95)
+
+    assert threshold == pytest.approx(choose_threshold(scores[100:200], pass_rate=0.95))
+    assert float((scores[100:200] >= threshold).double().mean()) == pytest.approx(0.95)
+    assert float((scores[:100] >= threshold).double().mean()) == 1.0
 
 
 def test_trade_off_counts_passes_and_flags_per_class() -> None:
