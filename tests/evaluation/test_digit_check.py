@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from contract import ModelStore
@@ -16,6 +18,7 @@ from evaluation.digit_check import (
     SEVERAL_FLAG_BAR,
     Category,
     flagged_read_right,
+    lowest_flagged,
     main,
     measure,
     right_reason,
@@ -74,6 +77,23 @@ def test_flagged_read_right_is_the_share_of_flagged_digits_the_ensemble_reads_ri
     assert flagged_read_right(scores, readings, _category("letters", "not a digit", 4), threshold=0.5) is None
 
 
+def test_lowest_flagged_shows_the_flagged_digits_that_reach_the_models_lowest_score_first() -> None:
+    images = np.arange(5, dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), dtype=np.uint8)
+    refused = np.array([False, False, True, False, False])
+    category = Category("scan", "one digit", images, refused, torch.tensor([1, 2, 3, 4, 5]))
+    scores = torch.tensor([0.3, 0.05, 0.0, 0.9, 0.1])
+
+    shown = lowest_flagged(scores, torch.tensor([1, 7, 3, 4, 5]), category, threshold=0.5, count=2)
+
+    assert shown is not None
+    assert [int(image[0, 0]) for image in shown.images] == [1, 4]
+    assert shown.labels == [2, 5]
+    assert shown.readings == [7, 5]
+    assert shown.scores == pytest.approx([0.05, 0.1])
+    assert lowest_flagged(scores, torch.zeros(5), category, threshold=0.01) is None
+    assert lowest_flagged(scores, torch.zeros(5), dataclasses.replace(category, labels=None), threshold=0.5) is None
+
+
 def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     for name in MODEL_NAMES:
@@ -84,6 +104,7 @@ def test_main_writes_every_category_the_curve_and_the_baseline(tmp_path: Path) -
 
     result = json.loads((tmp_path / "out" / "digit_check.json").read_text())
     assert (tmp_path / "out" / "digit_check.png").stat().st_size > 0
+    assert (tmp_path / "out" / "digit_check_flagged.png").stat().st_size > 0
     assert result["check"] == {"name": "check", "version": 1, "threshold": CHECK_THRESHOLD}
     assert result["draw"] == {"seed": HELD_OUT_SEED, "per_category": 4}
     assert set(result["right_reason"]) == {
