@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     # calibration) and the digit check's digit likeness of its glyphs (geometric mean) reach these; chosen together
     # on validation pages of MNIST training digits neither model trained on (reports/detection.json, "rule"):
     # printed words and clutter score below them.
-    detect_min_path_probability: float = Field(default=0.15, ge=0, le=1)
+    detect_min_path_probability: float = Field(default=0.25, ge=0, le=1)
     detect_min_digit_likeness: float = Field(default=0.7, ge=0, le=1)
     # Camera streams whose newest frame /detect remembers (to skip overtaken frames), least recently seen out first.
     detect_max_streams: int = Field(default=1024, gt=0)
