@@ -40,7 +40,6 @@ from training.negatives import (
     LETTERS,
     SYMBOLS,
     TRAIN_FONTS,
-    VALIDATION_FONTS,
     compose_numbers,
     number_inks,
     render_glyphs,
@@ -75,7 +74,6 @@ _VALIDATION_COUNTS = {
     "number_uploads": 200,
     "glyphs": 1_000,
     "glyph_uploads": 100,
-    "unseen_glyphs": 1_000,
     "scribbles": 1_000,
 }
 # Drawing the 1-bit style three times as often (its digits, numbers and glyphs alike) was tried and not published:
@@ -207,14 +205,6 @@ def _validation_parts(splits: Splits, config: TrainConfig, scale: float) -> list
             NOT_A_DIGIT,
         ),
         *_glyph_uploads(count(_VALIDATION_COUNTS["glyph_uploads"]), validation_seed + 10),
-        # Lettering no check trained on, as the held-out letters are: how far the glyphs generalise.
-        (
-            "glyphs, unseen faces",
-            render_glyphs(
-                count(_VALIDATION_COUNTS["unseen_glyphs"]), VALIDATION_FONTS, LETTERS + SYMBOLS, validation_seed
-            ),
-            NOT_A_DIGIT,
-        ),
         ("scribbles", render_scribbles(count(_VALIDATION_COUNTS["scribbles"]), validation_seed), NOT_A_DIGIT),
     ]
 

@@ -2,10 +2,9 @@
 
 Three kinds, each a uint8 ``(N, 28, 28)`` array after :mod:`imaging.digit`'s crop, 20x20 box and centre of mass:
 numbers composed of several handwritten digits side by side, letters and symbols rendered from the fonts that
-matplotlib ships (DejaVu, STIX, Computer Modern: present wherever the project is installed) and from Debian's font
-packages (Liberation, URW's PostScript clones, GNU FreeFont: ``scripts/install-system-deps`` installs them), and
-random pen scribbles. Every generator is seeded, so the same arguments give the same images. Glyphs that are written
-like a digit (``O`` and ``0``, ``l`` and ``1``, ``S`` and ``5`` ...) are left out: no picture can tell them apart.
+matplotlib ships (DejaVu, STIX, Computer Modern: present wherever the project is installed), and random pen
+scribbles. Every generator is seeded, so the same arguments give the same images. Glyphs that are written like
+a digit (``O`` and ``0``, ``l`` and ``1``, ``S`` and ``5`` ...) are left out: no picture can tell them apart.
 """
 
 from __future__ import annotations
@@ -31,12 +30,7 @@ LETTERS = "".join(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 # Symbols people type or draw instead of a digit. Left out as digit lookalikes: brackets, bars, slashes and the
 # up and down arrows (each is written as a 1), and "$" (an S, i.e. a 5, with a stroke through it).
 SYMBOLS = "?!@#%&*+=<>~^§¶€£¥±×÷√∞≈≠≤≥∑∏∫✓✗♥★☺→←"
-# A font is a file name in matplotlib's font directory or an absolute path. Training, validation and held-out fonts
-# are disjoint families, so the validation's unseen faces and the held-out figures measure unseen lettering.
-_DEBIAN_FONTS = Path("/usr/share/fonts")
-_LIBERATION = _DEBIAN_FONTS / "truetype" / "liberation2"
-_URW = _DEBIAN_FONTS / "opentype" / "urw-base35"
-_FREEFONT = _DEBIAN_FONTS / "truetype" / "freefont"
+# Training fonts and held-out fonts are disjoint families, so the held-out figures measure unseen lettering.
 TRAIN_FONTS = (
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",
@@ -47,17 +41,6 @@ TRAIN_FONTS = (
     "STIXGeneral.ttf",
     "STIXGeneralBol.ttf",
     "STIXGeneralItalic.ttf",
-    *(
-        str(_LIBERATION / f"Liberation{face}-{style}.ttf")
-        for face in ("Sans", "Serif", "Mono")
-        for style in ("Regular", "Bold", "Italic")
-    ),
-    # Bookman, Century Schoolbook, Palatino, a geometric sans and a chancery hand: lettering unlike the rest.
-    *(str(_URW / name) for name in ("URWBookman-Light.otf", "C059-Roman.otf", "P052-Roman.otf", "URWGothic-Book.otf")),
-    str(_URW / "Z003-MediumItalic.otf"),
-)
-VALIDATION_FONTS = tuple(
-    str(_FREEFONT / name) for name in ("FreeSans.ttf", "FreeSerif.ttf", "FreeMono.ttf", "FreeSerifItalic.ttf")
 )
 HELD_OUT_FONTS = ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "cmr10.ttf", "cmss10.ttf")
 
@@ -76,14 +59,13 @@ def canonicalise(ink: _Ink) -> Canonical:
     return (centred * 255.0).round().astype(np.uint8)
 
 
-def _font_path(name: str) -> Path:
-    """A bare name is looked up in matplotlib's font directory; an absolute path stays as it is."""
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+def _font_dir() -> Path:
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
 @cache
 def _font(name: str) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(_font_path(name)), _FONT_PIXELS)
+    return ImageFont.truetype(str(_font_dir() / name), _FONT_PIXELS)
 
 
 def _render(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
@@ -94,7 +76,7 @@ def _render(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
 
 @cache
 def _glyph_names(font_name: str) -> dict[int, str]:
-    names: dict[int, str] = TTFont(str(_font_path(font_name))).getBestCmap()
+    names: dict[int, str] = TTFont(str(_font_dir() / font_name)).getBestCmap()
     return names
 
 
