@@ -2,9 +2,9 @@
 
 A recipe change to the check (more images of one upload style, say) is chosen by comparing the new version with the
 one before on the same validation images. Each version is calibrated as the trainer calibrates the check
-(:func:`training.check.calibrate`: its own temperature, and the threshold that passes the same share of validation
-digits), so the rows compare how many numbers, letters, symbols and scribbles each flags, and which upload style's
-digits it loses, at the same cost in digits. Validation data only: no held-out image is read.
+(:func:`training.check.calibrate`: its own temperature, and the threshold that passes the same share of every kind
+of validation digit), so the rows compare how many numbers, letters, symbols and scribbles each flags, and which
+upload style's digits it loses, at the same cost in digits. Validation data only: no held-out image is read.
 ``python -m evaluation.check_validation --versions 3 4`` writes ``reports/training/check_validation.json``.
 """
 
